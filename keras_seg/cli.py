@@ -1,0 +1,87 @@
+"""The `keras-seg` command.
+
+Each sub-command is a small `_add_<name>(subparsers)` that declares its arguments and a
+handler that calls into the library; the work itself lives in the library modules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+
+def _quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+# --- models -------------------------------------------------------------------------------
+
+
+def _add_models(sub) -> None:
+    p = sub.add_parser("models", help="table of registered models: backbone, parameters, GFLOPs")
+    p.add_argument("--size", type=int, default=512, help="square input size for GFLOPs (default 512)")
+    p.add_argument("--num-classes", type=int, default=21)
+    p.add_argument("--no-flops", action="store_true", help="skip the (slow) FLOP count")
+    p.add_argument("--json", help="also write the table as JSON to this path")
+    p.set_defaults(func=_cmd_models)
+
+
+def _cmd_models(args) -> int:
+    import json
+
+    import keras
+
+    import keras_seg
+    from keras_seg.flops import count_flops
+
+    rows = []
+    header = f"{'model':<16}{'backbone':<14}{'params (M)':>12}{f'GFLOPs@{args.size}':>14}  description"
+    print(header)
+    print("-" * len(header))
+    for name in keras_seg.list_models():
+        spec = keras_seg.get_spec(name)
+        model = keras_seg.build(name, num_classes=args.num_classes)
+        params = model.count_params()
+        gflops = None if args.no_flops else count_flops(model, args.size, args.size) / 1e9
+        row = {
+            "model": name,
+            "backbone": spec.default_backbone or "-",
+            "params": params,
+            "gflops": gflops,
+            "description": spec.summary,
+        }
+        rows.append(row)
+        flops_text = "-" if gflops is None else f"{gflops:.1f}"
+        print(f"{name:<16}{row['backbone']:<14}{params / 1e6:>12.2f}{flops_text:>14}  {spec.summary}")
+        del model
+        keras.backend.clear_session()
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"num_classes": args.num_classes, "size": args.size, "models": rows}, f, indent=2)
+    return 0
+
+
+# --- entry point -------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from keras_seg import __version__
+
+    parser = argparse.ArgumentParser(prog="keras-seg", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"keras-seg {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_models,):
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    _quiet_tensorflow()
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

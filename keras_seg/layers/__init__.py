@@ -1,0 +1,21 @@
+"""Building blocks shared by the models. Every custom layer is registered for serialization."""
+
+from keras_seg.layers.blocks import conv_bn_act
+from keras_seg.layers.blocks import logits_head
+from keras_seg.layers.blocks import stride_safe
+from keras_seg.layers.preprocessing import NORMALIZATIONS
+from keras_seg.layers.preprocessing import Normalize
+from keras_seg.layers.shape import CropToMatch
+from keras_seg.layers.shape import PadToMultiple
+from keras_seg.layers.shape import ResizeToMatch
+
+__all__ = [
+    "NORMALIZATIONS",
+    "CropToMatch",
+    "Normalize",
+    "PadToMultiple",
+    "ResizeToMatch",
+    "conv_bn_act",
+    "logits_head",
+    "stride_safe",
+]

@@ -1,0 +1,46 @@
+"""Pixel normalisation inside the model, so training, SavedModel and TFLite see the same pixels.
+
+Models take float pixels in 0..255 (RGB). Each backbone names the normalisation its
+pretrained weights expect; these match `keras.applications.*.preprocess_input`.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+# name -> (mean, std, reverse channels to BGR). Values are per channel in 0..255 pixel units.
+NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...], bool]] = {
+    # keras.applications "caffe" mode (VGG16, ResNet50/101): BGR, mean subtracted, no scaling.
+    "caffe": ((103.939, 116.779, 123.68), (1.0, 1.0, 1.0), True),
+    # keras.applications "tf" mode (MobileNetV2, Xception): scale to [-1, 1].
+    "tf": ((127.5,), (127.5,), False),
+    # keras.applications "torch" mode / torchvision ImageNet statistics.
+    "torch": ((123.675, 116.28, 103.53), (58.395, 57.12, 57.375), False),
+}
+
+
+@keras.saving.register_keras_serializable(package="keras_seg")
+class Normalize(keras.layers.Layer):
+    """`(x[..., order] - mean) / std` with a named scheme from `NORMALIZATIONS`.
+
+    A single-value mean/std (the "tf" scheme) applies to any number of channels.
+    """
+
+    def __init__(self, mode: str = "tf", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in NORMALIZATIONS:
+            raise ValueError(f"Unknown normalization {mode!r}; allowed: {sorted(NORMALIZATIONS)}")
+        self.mode = mode
+
+    def call(self, x):
+        mean, std, bgr = NORMALIZATIONS[self.mode]
+        x = ops.cast(x, self.compute_dtype)
+        if bgr:
+            x = ops.flip(x, axis=-1)
+        mean = ops.convert_to_tensor(mean, dtype=self.compute_dtype)
+        std = ops.convert_to_tensor(std, dtype=self.compute_dtype)
+        return (x - mean) / std
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}

@@ -1,0 +1,3 @@
+"""Every architecture lives in one module here; importing this package registers them all."""
+
+from keras_seg.models import unet  # noqa: F401

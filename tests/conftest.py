@@ -1,0 +1,17 @@
+"""Shared test set-up: quiet TensorFlow, float32 policy and a fresh Keras session per test."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _fresh_keras_state():
+    keras.mixed_precision.set_global_policy("float32")
+    keras.utils.set_random_seed(0)
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+    keras.backend.clear_session()
