@@ -1,0 +1,85 @@
+"""Backbones: image -> feature pyramid {"P1": stride 2, ..., "P5": stride 32}.
+
+Each backbone is a Functional `keras.Model` with dict outputs "P1".."P5", so any decoder can
+sit on any backbone. With `output_stride` 16 or 8 the last stage(s) use atrous convolution
+instead of striding, so "P5" (and "P4") keep the resolution of stride 16 (or 8).
+A backbone expects pixels already normalised with its `normalization` scheme
+(see `keras_seg.layers.NORMALIZATIONS`); the segmentation model applies that first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import keras
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    name: str
+    builder: Callable[..., keras.Model]
+    normalization: str
+    output_strides: tuple[int, ...]
+
+
+_BACKBONES: dict[str, BackboneSpec] = {}
+
+
+def register_backbone(name: str, *, normalization: str, output_strides: tuple[int, ...] = (32,)):
+    """Decorator registering `builder(input_shape, weights, output_stride, **kwargs) -> keras.Model`."""
+
+    def decorator(builder):
+        if name in _BACKBONES:
+            raise ValueError(f"Backbone {name!r} is already registered")
+        _BACKBONES[name] = BackboneSpec(name, builder, normalization, tuple(output_strides))
+        return builder
+
+    return decorator
+
+
+def list_backbones() -> list[str]:
+    _import_backbones()
+    return sorted(_BACKBONES)
+
+
+def get_backbone_spec(name: str) -> BackboneSpec:
+    _import_backbones()
+    if name not in _BACKBONES:
+        raise ValueError(f"Unknown backbone {name!r}. Known backbones: {', '.join(sorted(_BACKBONES))}")
+    return _BACKBONES[name]
+
+
+def build_backbone(
+    name: str,
+    input_shape: tuple[int | None, int | None, int] = (None, None, 3),
+    weights: str | None = None,
+    output_stride: int = 32,
+    **kwargs,
+) -> keras.Model:
+    """Build backbone `name` as a Functional model with outputs {"P1".."P5"}.
+
+    Raises:
+        ValueError: unknown name, an output stride the backbone does not support, or
+            weights other than None / "imagenet".
+    """
+    spec = get_backbone_spec(name)
+    if output_stride not in spec.output_strides:
+        raise ValueError(
+            f"Backbone {name!r} supports output_stride in {spec.output_strides}, got {output_stride!r}"
+        )
+    if weights not in (None, "imagenet"):
+        raise ValueError(f"Backbone weights must be None or 'imagenet', got {weights!r}")
+    return spec.builder(input_shape=input_shape, weights=weights, output_stride=output_stride, **kwargs)
+
+
+def _import_backbones() -> None:
+    # Importing each module runs its @register_backbone; modules are added here as they land.
+    import importlib
+
+    for module in ("vgg", "resnet", "mobilenet_v2", "xception"):
+        try:
+            importlib.import_module(f"keras_seg.backbones.{module}")
+        except ModuleNotFoundError as e:
+            if e.name != f"keras_seg.backbones.{module}":
+                raise
