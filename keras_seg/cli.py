@@ -21,7 +21,9 @@ def _quiet_tensorflow() -> None:
 
 def _add_models(sub) -> None:
     p = sub.add_parser("models", help="table of registered models: backbone, parameters, GFLOPs")
-    p.add_argument("--size", type=int, default=512, help="square input size for GFLOPs (default 512)")
+    p.add_argument(
+        "--size", type=int, default=512, help="square input size for GFLOPs (default 512)"
+    )
     p.add_argument("--num-classes", type=int, default=21)
     p.add_argument("--no-flops", action="store_true", help="skip the (slow) FLOP count")
     p.add_argument("--json", help="also write the table as JSON to this path")
@@ -37,7 +39,9 @@ def _cmd_models(args) -> int:
     from keras_seg.flops import count_flops
 
     rows = []
-    header = f"{'model':<16}{'backbone':<14}{'params (M)':>12}{f'GFLOPs@{args.size}':>14}  description"
+    header = (
+        f"{'model':<16}{'backbone':<14}{'params (M)':>12}{f'GFLOPs@{args.size}':>14}  description"
+    )
     print(header)
     print("-" * len(header))
     for name in keras_seg.list_models():
@@ -54,13 +58,40 @@ def _cmd_models(args) -> int:
         }
         rows.append(row)
         flops_text = "-" if gflops is None else f"{gflops:.1f}"
-        print(f"{name:<16}{row['backbone']:<14}{params / 1e6:>12.2f}{flops_text:>14}  {spec.summary}")
+        print(
+            f"{name:<16}{row['backbone']:<14}{params / 1e6:>12.2f}{flops_text:>14}  {spec.summary}"
+        )
         del model
         keras.backend.clear_session()
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"num_classes": args.num_classes, "size": args.size, "models": rows}, f, indent=2)
+            json.dump(
+                {"num_classes": args.num_classes, "size": args.size, "models": rows}, f, indent=2
+            )
     return 0
+
+
+# --- benchmark ----------------------------------------------------------------------------
+
+
+def _add_benchmark(sub) -> None:
+    from keras_seg.benchmarks import KINDS
+
+    p = sub.add_parser(
+        "benchmark",
+        help="speed measurements that write JSON",
+        description="Run `keras-seg benchmark KIND --help` for the options of each kind.",
+    )
+    p.add_argument("kind", choices=KINDS)
+    p.add_argument("options", nargs=argparse.REMAINDER, help="options of that benchmark")
+    p.set_defaults(func=_cmd_benchmark)
+
+
+def _cmd_benchmark(args) -> int:
+    import importlib
+
+    module = importlib.import_module(f"keras_seg.benchmarks.{args.kind}")
+    return int(module.main(args.options) or 0)
 
 
 # --- entry point -------------------------------------------------------------------------
@@ -72,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="keras-seg", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"keras-seg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_models,):
+    for add in (_add_models, _add_benchmark):
         add(sub)
     return parser
 

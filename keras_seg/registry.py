@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field
 from typing import Any
 
 import keras
@@ -62,9 +63,13 @@ def register_model(
 
     def decorator(builder: Callable[..., keras.Model]) -> Callable[..., keras.Model]:
         if name in _MODELS:
-            raise ValueError(f"Model name {name!r} is already registered by {_MODELS[name].builder}")
+            raise ValueError(
+                f"Model name {name!r} is already registered by {_MODELS[name].builder}"
+            )
         params = inspect.signature(builder).parameters
-        missing = [p for p in ("num_classes", "input_shape", "backbone", "weights") if p not in params]
+        missing = [
+            p for p in ("num_classes", "input_shape", "backbone", "weights") if p not in params
+        ]
         if missing:
             raise TypeError(f"Builder for {name!r} must accept {missing}")
         _MODELS[name] = ModelSpec(
@@ -124,7 +129,9 @@ def build(
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
     input_shape = tuple(input_shape)
-    if len(input_shape) != 3 or not all(d is None or (isinstance(d, int) and d > 0) for d in input_shape):
+    if len(input_shape) != 3 or not all(
+        d is None or (isinstance(d, int) and d > 0) for d in input_shape
+    ):
         raise ValueError(
             f"input_shape must be (height, width, channels) with positive ints or None, got {input_shape!r}"
         )

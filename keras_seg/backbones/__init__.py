@@ -46,7 +46,9 @@ def list_backbones() -> list[str]:
 def get_backbone_spec(name: str) -> BackboneSpec:
     _import_backbones()
     if name not in _BACKBONES:
-        raise ValueError(f"Unknown backbone {name!r}. Known backbones: {', '.join(sorted(_BACKBONES))}")
+        raise ValueError(
+            f"Unknown backbone {name!r}. Known backbones: {', '.join(sorted(_BACKBONES))}"
+        )
     return _BACKBONES[name]
 
 
@@ -70,7 +72,9 @@ def build_backbone(
         )
     if weights not in (None, "imagenet"):
         raise ValueError(f"Backbone weights must be None or 'imagenet', got {weights!r}")
-    return spec.builder(input_shape=input_shape, weights=weights, output_stride=output_stride, **kwargs)
+    return spec.builder(
+        input_shape=input_shape, weights=weights, output_stride=output_stride, **kwargs
+    )
 
 
 def _import_backbones() -> None:

@@ -17,7 +17,9 @@ PALETTE = np.array(
     [[0, 0, 0], [230, 25, 75], [60, 180, 75], [0, 130, 200], [255, 225, 25]], dtype=np.uint8
 )
 # Base colour (RGB) per foreground class; each shape jitters it.
-_BASE_COLOURS = np.array([[200, 60, 60], [60, 190, 80], [60, 90, 210], [220, 200, 50]], dtype=np.float32)
+_BASE_COLOURS = np.array(
+    [[200, 60, 60], [60, 190, 80], [60, 90, 210], [220, 200, 50]], dtype=np.float32
+)
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -36,7 +38,9 @@ def _draw(cls: int, rng: np.random.Generator, size: int) -> np.ndarray:
         cv2.circle(mask, (int(cx), int(cy)), r, 1, -1)
     elif cls == 2:
         w, h = rng.integers(size // 10, size // 3, 2)
-        cv2.rectangle(mask, (int(cx - w // 2), int(cy - h // 2)), (int(cx + w // 2), int(cy + h // 2)), 1, -1)
+        cv2.rectangle(
+            mask, (int(cx - w // 2), int(cy - h // 2)), (int(cx + w // 2), int(cy + h // 2)), 1, -1
+        )
     elif cls == 3:
         angles = rng.uniform(0, 2 * np.pi) + np.array([0, 2 * np.pi / 3, 4 * np.pi / 3])
         pts = np.stack([cx + r * np.cos(angles), cy + r * np.sin(angles)], 1).astype(np.int32)
@@ -46,7 +50,9 @@ def _draw(cls: int, rng: np.random.Generator, size: int) -> np.ndarray:
     return mask.astype(bool)
 
 
-def make_sample(rng: np.random.Generator, size: int = 96, max_shapes: int = 5) -> tuple[np.ndarray, np.ndarray]:
+def make_sample(
+    rng: np.random.Generator, size: int = 96, max_shapes: int = 5
+) -> tuple[np.ndarray, np.ndarray]:
     """One `(image uint8 [size, size, 3], mask uint8 [size, size])` pair."""
     image = _background(rng, size)
     mask = np.zeros((size, size), np.uint8)

@@ -71,14 +71,17 @@ class ResizeToMatch(keras.layers.Layer):
         size = tf.shape(reference)[1:3]
         if self.interpolation == "bilinear":
             # tf.compat.v1 resize exposes align_corners; both variants are TFLite builtins.
-            out = tf.compat.v1.image.resize_bilinear(x, size, align_corners=self.align_corners,
-                                                      half_pixel_centers=not self.align_corners)
+            out = tf.compat.v1.image.resize_bilinear(
+                x, size, align_corners=self.align_corners, half_pixel_centers=not self.align_corners
+            )
         elif self.interpolation == "nearest":
             out = tf.compat.v1.image.resize_nearest_neighbor(
                 x, size, align_corners=self.align_corners, half_pixel_centers=not self.align_corners
             )
         else:
-            raise ValueError(f"interpolation must be 'bilinear' or 'nearest', got {self.interpolation!r}")
+            raise ValueError(
+                f"interpolation must be 'bilinear' or 'nearest', got {self.interpolation!r}"
+            )
         return tf.cast(out, self.compute_dtype)
 
     def compute_output_shape(self, input_shapes):

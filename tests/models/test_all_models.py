@@ -51,16 +51,20 @@ def test_every_trainable_variable_gets_a_gradient(name):
     with tf.GradientTape() as tape:
         loss = loss_fn(y, model(x, training=True))
     grads = tape.gradient(loss, model.trainable_variables)
-    missing = [v.path for v, g in zip(model.trainable_variables, grads) if g is None]
+    missing = [v.path for v, g in zip(model.trainable_variables, grads, strict=True) if g is None]
     assert not missing, f"no gradient for {missing}"
-    zero = [v.path for v, g in zip(model.trainable_variables, grads) if not np.any(g.numpy())]
+    zero = [
+        v.path
+        for v, g in zip(model.trainable_variables, grads, strict=True)
+        if not np.any(g.numpy())
+    ]
     assert not zero, f"all-zero gradient for {zero}"
     # And one real optimizer step through fit() changes the weights.
     model.compile(optimizer=keras.optimizers.SGD(0.01), loss=loss_fn)
     before = [w.copy() for w in model.get_weights()]
     history = model.fit(x, y, batch_size=2, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
-    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
