@@ -7,6 +7,12 @@ Example:
 
 __version__ = "0.1.0"
 
+import os
+
+# TensorFlow's C++ start-up INFO lines (oneDNN, CUDA probing) drown the CLI's output; a user
+# who wants them sets TF_CPP_MIN_LOG_LEVEL themselves.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 from keras_seg.registry import build
 from keras_seg.registry import get_spec
 from keras_seg.registry import list_models
