@@ -3,13 +3,17 @@
 from keras_seg.layers.blocks import conv_bn_act
 from keras_seg.layers.blocks import logits_head
 from keras_seg.layers.blocks import stride_safe
+from keras_seg.layers.initializers import BilinearUpsampling
 from keras_seg.layers.preprocessing import NORMALIZATIONS
 from keras_seg.layers.preprocessing import Normalize
 from keras_seg.layers.shape import CropToMatch
 from keras_seg.layers.shape import PadToMultiple
 from keras_seg.layers.shape import ResizeToMatch
+from keras_seg.layers.unpooling import MaxUnpooling2D
 
 __all__ = [
+    "BilinearUpsampling",
+    "MaxUnpooling2D",
     "NORMALIZATIONS",
     "CropToMatch",
     "Normalize",
