@@ -1,5 +1,7 @@
 """Building blocks shared by the models. Every custom layer is registered for serialization."""
 
+from keras_seg.layers.aspp import ASPP_RATES
+from keras_seg.layers.aspp import aspp
 from keras_seg.layers.blocks import conv_bn_act
 from keras_seg.layers.blocks import logits_head
 from keras_seg.layers.blocks import stride_safe
@@ -12,6 +14,7 @@ from keras_seg.layers.shape import ResizeToMatch
 from keras_seg.layers.unpooling import MaxUnpooling2D
 
 __all__ = [
+    "ASPP_RATES",
     "BilinearUpsampling",
     "MaxUnpooling2D",
     "NORMALIZATIONS",
@@ -19,6 +22,7 @@ __all__ = [
     "Normalize",
     "PadToMultiple",
     "ResizeToMatch",
+    "aspp",
     "conv_bn_act",
     "logits_head",
     "stride_safe",
