@@ -71,6 +71,57 @@ def _cmd_models(args) -> int:
     return 0
 
 
+# --- export -------------------------------------------------------------------------------
+
+
+def _add_export(sub) -> None:
+    # The choices repeat keras_seg.export.run.FORMATS: importing it would load TensorFlow
+    # just to build the parser.
+    p = sub.add_parser(
+        "export",
+        help="export a .keras model or a run directory to SavedModel / TF Serving / TFLite / ONNX",
+        description="Exports take raw RGB pixels (normalisation inside) and return class ids "
+        "and probabilities; each export is checked against the Keras model.",
+    )
+    p.add_argument("--model", required=True, help="a .keras file or a training run directory")
+    p.add_argument(
+        "--format", required=True, choices=("saved_model", "tflite", "tfserving", "onnx")
+    )
+    p.add_argument("--output", help="file/directory to write (tfserving: the base directory)")
+    p.add_argument(
+        "--quantize",
+        choices=("none", "fp16", "dynamic", "int8"),
+        help="TFLite quantization (default: the run config's export.tflite_quantize, else none)",
+    )
+    p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), help="TFLite size")
+    p.add_argument("--name", help="TF Serving model name (default: the model's name)")
+    p.add_argument("--version", type=int, default=1, help="TF Serving version (default 1)")
+    p.add_argument("--checkpoint", choices=("best", "final"), default="best")
+    p.add_argument("--images", help="folder of images for int8 calibration and the check")
+    p.add_argument("--num-images", type=int, default=16, help="images used (default 16)")
+    p.add_argument("--no-check", action="store_true", help="skip the parity check with Keras")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args) -> int:
+    from keras_seg.export.run import export_model
+
+    export_model(
+        args.model,
+        args.format,
+        args.output,
+        quantize=args.quantize,
+        input_size=args.input_size,
+        name=args.name,
+        version=args.version,
+        checkpoint=args.checkpoint,
+        images=args.images,
+        num_images=args.num_images,
+        check=not args.no_check,
+    )
+    return 0
+
+
 # --- benchmark ----------------------------------------------------------------------------
 
 
@@ -103,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="keras-seg", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"keras-seg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_models, _add_benchmark):
+    for add in (_add_models, _add_benchmark, _add_export):
         add(sub)
     return parser
 
