@@ -37,7 +37,7 @@ from keras_seg.registry import register_model
     "segnet",
     small_config={"width": 8},
     paper_config={"num_classes": 11, "input_shape": (None, None, 3)},
-    paper_params=29_450_000,  # "29.5M" in the paper's Table 6; 29.45M learnable for 11 classes
+    paper_params=29_450_000,  # learnable, official Caffe model (conv bias + BN scale/shift)
 )
 def segnet(
     num_classes: int,
