@@ -10,9 +10,9 @@ and the stride it has now (actual). A layer whose stride would take the nominal 
 `dilation_rate` = nominal / actual stride of its input. This is the torchvision
 (`replace_stride_with_dilation`) and TF-slim (`stack_blocks_dense`) rule: the convolution that
 used to stride keeps the previous rate, the ones after it get twice (four times) that rate.
-A stride-2 convolution with explicit asymmetric `ZeroPadding2D` + "valid" padding (MobileNetV2,
-torchvision-layout ResNets) becomes padding "same" with the zero padding neutralised.
-The kernels keep their shapes, so weights copy one to one from the original.
+Explicit `ZeroPadding2D` + "valid" padding (MobileNetV2, torchvision-layout ResNets) is
+rescaled so the dilated output sampled at the old stride equals the original output exactly
+(see `_repad`). The kernels keep their shapes, so weights copy one to one from the original.
 """
 
 from __future__ import annotations
@@ -89,36 +89,52 @@ def dilate_config(config: dict[str, Any], output_stride: int) -> dict[str, Any]:
         nominal_in = max((nominal[n] for n in inbound), default=1)
         actual_in = max((actual[n] for n in inbound), default=1)
         rate = nominal_in // actual_in
-        original = stride = _pair(cfg["strides"])[0] if "strides" in cfg else 1
-        if stride > 1 and cls not in _STRIDED:
+        original = _pair(cfg["strides"])[0] if "strides" in cfg else 1
+        if original > 1 and cls not in _STRIDED:
             raise NotImplementedError(f"Layer {name!r} ({cls}) has strides the surgery can't edit")
-        kernel = max(_pair(cfg.get("kernel_size", cfg.get("pool_size", 1))))
-        if stride > 1 and nominal_in * stride > output_stride:
-            cfg["strides"] = [1, 1]
-            if kernel > 1 and cfg["padding"] == "valid":
-                pad = layers[inbound[0]]
-                if pad["class_name"] != "ZeroPadding2D" or consumers.get(pad["name"]) != 1:
-                    raise NotImplementedError(
-                        f"Layer {name!r} strides with 'valid' padding and no ZeroPadding2D "
-                        "of its own before it; can't keep its output size without striding"
-                    )
-                pad["config"]["padding"] = [[0, 0], [0, 0]]
-                cfg["padding"] = "same"
-            stride = 1
-        if rate > 1 and kernel > 1:
+        unstride = original > 1 and nominal_in * original > output_stride
+        kernel = _pair(cfg.get("kernel_size", cfg.get("pool_size", 1)))
+        if (unstride or rate > 1) and max(kernel) > 1:
             if cls not in _DILATABLE:
                 raise NotImplementedError(
                     f"Layer {name!r} ({cls}, window {kernel}) sits in the dilated part of the "
                     f"network (rate {rate}) and can't be dilated"
                 )
             if cfg["padding"] == "valid":
-                raise NotImplementedError(
-                    f"Layer {name!r} has 'valid' padding in the dilated part (rate {rate})"
-                )
+                _repad(layers, consumers, inbound, name, kernel, rate, unstride)
             cfg["dilation_rate"] = [d * rate for d in _pair(cfg["dilation_rate"])]
+        if unstride:
+            cfg["strides"] = [1, 1]
         nominal[name] = nominal_in * original
-        actual[name] = actual_in * stride
+        actual[name] = actual_in * (1 if unstride else original)
     return config
+
+
+def _repad(layers, consumers, inbound, name, kernel, rate, unstride) -> None:
+    """Edit the `ZeroPadding2D` before "valid" conv `name` for dilation `rate` at stride 1.
+
+    The strided original's output i reads inputs 2i - top ... 2i - top + k - 1; padding
+    (rate * top, rate * (k - 1 - top)) makes the dilated conv read exactly those at position
+    2i (in its finer grid) and keep the input size, so the new output sampled every
+    2 (4) pixels equals the original's. (Neutralising the padding and using "same", as TF
+    DeepLab's MobileNetV2 does, shifts the features by one pixel where `top` is 0.)
+    A non-strided conv must already pad by k - 1 in total; its padding is scaled by `rate`.
+    """
+    pad = layers[inbound[0]] if len(inbound) == 1 else None
+    if pad is None or pad["class_name"] != "ZeroPadding2D" or consumers.get(pad["name"]) != 1:
+        raise NotImplementedError(
+            f"Layer {name!r} has 'valid' padding in the dilated part of the network and no "
+            "ZeroPadding2D of its own before it; can't keep its output size"
+        )
+    new = []
+    for (top, bottom), k in zip(pad["config"]["padding"], kernel, strict=True):
+        if not unstride and top + bottom != k - 1:
+            raise NotImplementedError(
+                f"Layer {name!r}: padding {(top, bottom)} does not keep the size of a "
+                f"{k}-wide window; can't dilate it"
+            )
+        new.append([rate * top, rate * (k - 1 - top)])
+    pad["config"]["padding"] = new
 
 
 def pyramid_model(

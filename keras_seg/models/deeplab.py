@@ -38,12 +38,16 @@ from keras_seg.layers.aspp import aspp
 from keras_seg.registry import register_model
 
 DEFAULT_BACKBONE = "resnet50"
-# MobileNetV2 at width 0.35 and 16-channel heads: about 0.3M parameters.
-_SMALL = {
-    "backbone": "mobilenet_v2",
-    "backbone_kwargs": {"alpha": 0.35},
+# Cheap test configurations (~0.2-0.3M parameters) on two different backbones, so the
+# registry-wide checks cover both the torchvision-layout ResNet and the keras.applications
+# MobileNetV2 surgery.
+_SMALL_PLUS = {
+    "backbone": "resnet18",
+    "backbone_kwargs": {"width": 8},
     "aspp_filters": 16,
+    "decoder_filters": 16,
 }
+_SMALL_V3 = {"backbone": "mobilenet_v2", "backbone_kwargs": {"alpha": 0.35}, "aspp_filters": 16}
 
 
 def _deeplab(
@@ -105,7 +109,7 @@ def _deeplab(
     return keras.Model(inputs, stride_safe(x, output_stride, body), name=name)
 
 
-@register_model("deeplabv3plus", small_config={**_SMALL, "decoder_filters": 16})
+@register_model("deeplabv3plus", small_config=_SMALL_PLUS)
 def deeplabv3plus(
     num_classes: int,
     input_shape: tuple[int | None, int | None, int] = (None, None, 3),
@@ -164,7 +168,7 @@ def deeplabv3plus(
     )
 
 
-@register_model("deeplabv3", small_config=_SMALL)
+@register_model("deeplabv3", small_config=_SMALL_V3)
 def deeplabv3(
     num_classes: int,
     input_shape: tuple[int | None, int | None, int] = (None, None, 3),
