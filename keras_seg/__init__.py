@@ -13,9 +13,10 @@ import os
 # who wants them sets TF_CPP_MIN_LOG_LEVEL themselves.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from keras_seg.config import load_config
 from keras_seg.registry import build
 from keras_seg.registry import get_spec
 from keras_seg.registry import list_models
 from keras_seg.registry import register_model
 
-__all__ = ["__version__", "build", "get_spec", "list_models", "register_model"]
+__all__ = ["__version__", "build", "get_spec", "list_models", "load_config", "register_model"]

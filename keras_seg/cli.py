@@ -145,6 +145,112 @@ def _cmd_benchmark(args) -> int:
     return int(module.main(args.options) or 0)
 
 
+# --- train / evaluate / predict / demo ------------------------------------------------------
+
+
+def _config_args(p, required: bool = True) -> None:
+    p.add_argument("--config", required=required, help="experiment YAML (see zoo_configs/)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.batch_size=8 (repeatable)",
+    )
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a model from a config (resumes an interrupted run)")
+    _config_args(p)
+    p.add_argument("--data-dir", help="data set folder (default: data.data_dir of the config)")
+    p.add_argument("--model-dir", required=True, help="run folder: checkpoints, logs, models")
+    p.add_argument(
+        "--no-final-eval",
+        action="store_true",
+        help="skip the full-resolution evaluation at the end",
+    )
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args) -> int:
+    from keras_seg.config import load_config
+    from keras_seg.training import TrainingDiverged
+    from keras_seg.training import train
+
+    cfg = load_config(args.config, args.overrides)
+    try:
+        train(cfg, args.model_dir, args.data_dir, final_eval=not args.no_final_eval)
+    except TrainingDiverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    return 0
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="per-class IoU of a checkpoint at original resolution")
+    _config_args(p)
+    p.add_argument("--checkpoint", required=True, help=".keras file or training run folder")
+    p.add_argument("--data-dir", help="data set folder (default: data.data_dir of the config)")
+    p.add_argument("--split", help="split to evaluate (default: data.val_split)")
+    p.add_argument("--output", help="JSON file (default: eval_<split>.json by the checkpoint)")
+    p.add_argument("--max-images", type=int, help="evaluate only the first N images")
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _cmd_evaluate(args) -> int:
+    from keras_seg.config import load_config
+    from keras_seg.training import evaluate_checkpoint
+
+    cfg = load_config(args.config, args.overrides)
+    evaluate_checkpoint(
+        cfg, args.checkpoint, args.data_dir, args.split, args.output, args.max_images
+    )
+    return 0
+
+
+def _add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="class-id PNGs and colour overlays for images")
+    p.add_argument("--model", required=True, help=".keras file or training run folder")
+    p.add_argument("--input", required=True, help="an image or a folder of images")
+    p.add_argument("--output", required=True, help="output folder")
+    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default 0.5)")
+    p.set_defaults(func=_cmd_predict)
+
+
+def _cmd_predict(args) -> int:
+    from keras_seg.training import predict_paths
+
+    predict_paths(args.model, args.input, args.output, args.alpha)
+    return 0
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser(
+        "demo", help="train a small U-Net on synthetic shapes (CPU, minutes), evaluate, export"
+    )
+    p.add_argument("--output", default="demo_output", help="output folder (default demo_output)")
+    p.add_argument("--steps", type=int, help="training steps (default: the demo config's)")
+    p.add_argument("--steps-per-epoch", type=int, help="steps between validations")
+    p.add_argument("--num-train", type=int, help="synthetic training images (default 512)")
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(args) -> int:
+    from keras_seg.training.demo import DEMO
+    from keras_seg.training.demo import run_demo
+
+    overrides = {}
+    if args.steps:
+        overrides["train.steps"] = args.steps
+    if args.steps_per_epoch:
+        overrides["train.steps_per_epoch"] = args.steps_per_epoch
+    if args.num_train:
+        overrides["data.options"] = {**DEMO["data"]["options"], "num_train": args.num_train}
+    run_demo(args.output, overrides)
+    return 0
+
+
 # --- entry point -------------------------------------------------------------------------
 
 
@@ -154,7 +260,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="keras-seg", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"keras-seg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_models, _add_benchmark, _add_export):
+    for add in (
+        _add_models,
+        _add_benchmark,
+        _add_export,
+        _add_train,
+        _add_evaluate,
+        _add_predict,
+        _add_demo,
+    ):
         add(sub)
     return parser
 

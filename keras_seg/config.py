@@ -1,0 +1,384 @@
+"""Typed experiment configuration: dataclasses plus strict YAML loading and `--set` overrides.
+
+A config file mirrors `Config`: top-level sections `model`, `data`, `train`, `eval` and
+`export`. Loading is strict: an unknown key or a value of the wrong type raises
+`ConfigError` naming the key and the file. Keys left out take the defaults below.
+
+Example:
+    >>> cfg = keras_seg.load_config("zoo_configs/unet_isbi2012.yaml", ["train.batch_size=2"])
+    >>> cfg.train.batch_size
+    2
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field
+from pathlib import Path
+from typing import Any
+from typing import Literal
+
+import yaml
+
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+DISTRIBUTIONS = ("auto", "one_device", "mirrored", "multi_worker")
+LOSSES = ("cross_entropy", "dice", "focal", "top_k")
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not match the schema."""
+
+
+@dataclass
+class ModelConfig:
+    """Which network to build: the arguments of `keras_seg.build`.
+
+    Attributes:
+        name: registered model name (`keras_seg.list_models()`).
+        backbone: backbone name, or null for the model's default.
+        weights: null (random), "imagenet" (pretrained backbone) or a `.weights.h5` path.
+        num_classes: logit channels; null takes the data set's class count.
+        input_channels: image channels (3 for RGB).
+        options: further keyword arguments of the model's builder.
+        expected_params: parameter count this config must build (pinned; checked by tests).
+    """
+
+    name: str
+    backbone: str | None = None
+    weights: str | None = None
+    num_classes: int | None = None
+    input_channels: int = 3
+    options: dict[str, Any] = field(default_factory=dict)
+    expected_params: int | None = None
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from and how they are cut into training batches.
+
+    Attributes:
+        name: data set name for `keras_seg.data.load` ("synthetic" is built in).
+        data_dir: default data folder; `--data-dir` on the command line wins.
+        train_split, val_split: split names.
+        options: keyword arguments of `keras_seg.data.load` (e.g. the folder data set's
+            `image_dir`, `mask_dir`, `label_map`, `num_classes`).
+        crop_size: training crop `[height, width]`.
+        augment: keyword arguments of `keras_seg.data.pipeline` (scale range, flips...).
+    """
+
+    name: str
+    data_dir: str | None = None
+    train_split: str = "train"
+    val_split: str = "val"
+    options: dict[str, Any] = field(default_factory=dict)
+    crop_size: list[int] = field(default_factory=lambda: [512, 512])
+    augment: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LossTerm:
+    """One term of the training loss: `weight * loss(name, **options)`."""
+
+    name: Literal["cross_entropy", "dice", "focal", "top_k"] = "cross_entropy"
+    weight: float = 1.0
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation recipe.
+
+    Attributes:
+        batch_size: global batch size (split over replicas).
+        steps: total optimizer steps; the poly schedule decays over these.
+        steps_per_epoch: steps between validations (one Keras "epoch").
+        optimizer: "sgd" (momentum) or "adamw".
+        learning_rate, end_learning_rate: schedule start and end.
+        schedule: "poly" (`(1 - step/steps) ** poly_power`), "cosine" or "constant".
+        momentum, nesterov: SGD momentum.
+        weight_decay: decoupled weight decay of the optimizer.
+        decay_norm_and_bias: also decay BatchNorm gamma/beta and biases.
+        loss: terms summed into the training loss.
+        class_weights: per-class loss weights, "median_frequency" (computed from the training
+            split, as in SegNet) or null.
+        precision: "auto" (mixed_float16 on GPU, float32 otherwise), "float32",
+            "mixed_float16" or "mixed_bfloat16".
+        distribution: "auto" (MirroredStrategy with several GPUs, else one device),
+            "one_device", "mirrored" or "multi_worker" (MultiWorkerMirroredStrategy, TF_CONFIG).
+        checkpoint_every: steps between resumable checkpoints.
+        seed: random seed of weights and data order.
+    """
+
+    batch_size: int = 8
+    steps: int = 1000
+    steps_per_epoch: int = 100
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    learning_rate: float = 0.01
+    end_learning_rate: float = 0.0
+    schedule: Literal["poly", "cosine", "constant"] = "poly"
+    poly_power: float = 0.9
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    decay_norm_and_bias: bool = False
+    loss: list[LossTerm] = field(default_factory=lambda: [LossTerm()])
+    class_weights: list[float] | Literal["median_frequency"] | None = None
+    precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = "auto"
+    distribution: Literal["auto", "one_device", "mirrored", "multi_worker"] = "auto"
+    checkpoint_every: int = 500
+    seed: int = 0
+
+
+@dataclass
+class EvalConfig:
+    """How predictions are made at each image's original resolution.
+
+    Attributes:
+        mode: "whole" (one pass over the full image) or "sliding" (windows of `window`).
+        window: sliding-window `[height, width]`; null uses `data.crop_size`.
+        overlap: fraction of the window shared by neighbouring windows (0 <= overlap < 1).
+        scales: image scales whose softmax scores are averaged (multi-scale inference).
+        flip: also average the horizontally flipped image's scores.
+        batch_size: windows per forward pass.
+    """
+
+    mode: Literal["whole", "sliding"] = "whole"
+    window: list[int] | None = None
+    overlap: float = 0.25
+    scales: list[float] = field(default_factory=lambda: [1.0])
+    flip: bool = False
+    batch_size: int = 4
+
+
+@dataclass
+class ExportConfig:
+    """What `keras-seg export` and the demo write.
+
+    Attributes:
+        formats: any of "keras", "saved_model", "tflite".
+        tflite_quantize: null, "fp16", "dynamic" or "int8".
+        input_size: fixed `[height, width]` for exports that need one; null keeps it dynamic.
+    """
+
+    formats: list[str] = field(default_factory=lambda: ["keras", "saved_model", "tflite"])
+    tflite_quantize: Literal["fp16", "dynamic", "int8"] | None = None
+    input_size: list[int] | None = None
+
+
+@dataclass
+class Config:
+    """One experiment: a zoo config file."""
+
+    name: str
+    model: ModelConfig
+    data: DataConfig
+    description: str = ""
+    reference: str = ""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (YAML-ready)."""
+        return dataclasses.asdict(self)
+
+
+# --- YAML -----------------------------------------------------------------------------------
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads `1e-4` as a float (YAML 1.1 wants `1.0e-4`)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def parse_scalar(text: str) -> Any:
+    """Parse an override value as YAML (`8` -> 8, `1e-4` -> 0.0001, `[1, 2]` -> list)."""
+    return yaml.load(text, Loader=_Loader)
+
+
+# --- validation -----------------------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
+    """Check `value` against type `tp` and build dataclasses; raise ConfigError on mismatch."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for option in typing.get_args(tp):
+            try:
+                return _convert(value, option, key, source)
+            except ConfigError as e:
+                errors.append(e)
+        raise ConfigError(f"{source}: {key}: expected {_type_name(tp)}, got {value!r}")
+    if tp is type(None):
+        if value is None:
+            return None
+    elif origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+        raise ConfigError(
+            f"{source}: {key}: got {value!r}, allowed: {', '.join(map(repr, typing.get_args(tp)))}"
+        )
+    elif dataclasses.is_dataclass(tp):
+        if isinstance(value, dict):
+            return _build(tp, value, key, source)
+    elif origin is list:
+        if isinstance(value, list | tuple):
+            (item,) = typing.get_args(tp)
+            return [_convert(v, item, f"{key}[{i}]", source) for i, v in enumerate(value)]
+    elif origin is dict:
+        if isinstance(value, dict):
+            return dict(value)
+    elif tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif tp in (int, str, bool):
+        if isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
+            return value
+    else:  # pragma: no cover - a schema type this function does not know
+        raise TypeError(f"unsupported schema type {tp!r} at {key}")
+    raise ConfigError(
+        f"{source}: {key}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}"
+    )
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str, source: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    where = f"in {prefix!r}" if prefix else "at top level"
+    if unknown:
+        name = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
+        raise ConfigError(
+            f"{source}: unknown key {name!r}; allowed keys {where}: {', '.join(fields)}"
+        )
+    missing = [
+        n
+        for n, f in fields.items()
+        if n not in values
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ConfigError(f"{source}: missing required key(s) {where}: {', '.join(missing)}")
+    kwargs = {
+        n: _convert(v, hints[n], f"{prefix}.{n}" if prefix else n, source)
+        for n, v in values.items()
+    }
+    return cls(**kwargs)
+
+
+def _check_values(cfg: Config, source: str) -> None:
+    """Range checks the types alone do not express."""
+    c = cfg
+    checks = [
+        (
+            "data.crop_size",
+            c.data.crop_size,
+            len(c.data.crop_size) == 2 and min(c.data.crop_size) > 0,
+        ),
+        ("train.batch_size", c.train.batch_size, c.train.batch_size > 0),
+        ("train.steps", c.train.steps, c.train.steps > 0),
+        ("train.steps_per_epoch", c.train.steps_per_epoch, c.train.steps_per_epoch > 0),
+        ("train.checkpoint_every", c.train.checkpoint_every, c.train.checkpoint_every > 0),
+        ("eval.overlap", c.eval.overlap, 0 <= c.eval.overlap < 1),
+        ("eval.scales", c.eval.scales, bool(c.eval.scales) and min(c.eval.scales) > 0),
+        ("eval.window", c.eval.window, c.eval.window is None or len(c.eval.window) == 2),
+    ]
+    for key, value, ok in checks:
+        if not ok:
+            raise ConfigError(f"{source}: {key}: value {value!r} is out of range")
+    bad = sorted(set(cfg.export.formats) - {"keras", "saved_model", "tflite"})
+    if bad:
+        raise ConfigError(
+            f"{source}: export.formats: unknown {bad}; allowed: keras, saved_model, tflite"
+        )
+
+
+def config_from_dict(values: dict[str, Any], source: str = "<dict>") -> Config:
+    """Validate a nested dict against the schema and return a `Config`."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: expected a mapping at top level, got {type(values).__name__}")
+    cfg = _build(Config, values, "", source)
+    _check_values(cfg, source)
+    return cfg
+
+
+def apply_overrides(values: dict[str, Any], overrides: Sequence[str], source: str) -> None:
+    """Apply `section.key=value` overrides in place; values are parsed as YAML."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        dotted, text = item.split("=", 1)
+        parts = dotted.strip().split(".")
+        node, cls = values, Config
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if cls is not None:
+                hints = typing.get_type_hints(cls)
+                if part not in hints:
+                    raise ConfigError(
+                        f"{source}: --set {dotted}: unknown key {part!r}; allowed: "
+                        f"{', '.join(hints)}"
+                    )
+                tp = hints[part]
+                cls = tp if dataclasses.is_dataclass(tp) else None
+            if last:
+                node[part] = parse_scalar(text)
+            else:
+                child = node.setdefault(part, {})
+                if not isinstance(child, dict):
+                    raise ConfigError(f"{source}: --set {dotted}: {part!r} is not a section")
+                node = child
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
+    """Load a YAML config strictly and apply `--set` style overrides.
+
+    Args:
+        path: YAML file.
+        overrides: `"section.key=value"` strings; values are YAML scalars or flow lists.
+
+    Returns:
+        The validated `Config`.
+
+    Raises:
+        ConfigError: unknown key, wrong type or out-of-range value (names key and file).
+    """
+    path = Path(path)
+    with open(path) as f:
+        values = yaml.load(f, Loader=_Loader) or {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping at top level")
+    apply_overrides(values, overrides, str(path))
+    return config_from_dict(values, str(path))
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML (keys in schema order)."""
+    with open(path, "w") as f:
+        yaml.safe_dump(cfg.to_dict(), f, sort_keys=False, default_flow_style=None)

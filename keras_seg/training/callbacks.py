@@ -1,0 +1,160 @@
+"""Training callbacks: divergence guard, step-resumable backups, best-model keeping, timings.
+
+`ResumableBackup` plays the role of `keras.callbacks.BackupAndRestore(save_freq=N)`. We write
+our own because Keras's restores only the epoch number (a run killed mid-epoch replays the
+whole epoch from its first batch), removes its backup in `on_train_end` even when training
+was stopped, and writes in place (a kill during the write leaves a broken file). Ours records
+the global step, lets the trainer resume at that exact step, writes atomically, and refuses
+to save non-finite weights.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+BACKUP_WEIGHTS = "latest.weights.h5"
+BACKUP_STATE = "state.json"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss (or the weights) became NaN/inf; the run stopped."""
+
+
+def _finite(value) -> bool:
+    return value is None or bool(np.all(np.isfinite(np.asarray(value, dtype=np.float64))))
+
+
+class StopOnNaN(keras.callbacks.Callback):
+    """Raise `TrainingDiverged` on the first batch whose loss is not finite.
+
+    Raising (rather than `keras.callbacks.TerminateOnNaN`'s `stop_training`) stops before any
+    later callback could save the broken weights, and leaves the last backup in place.
+    Must come before `ResumableBackup` in the callback list.
+    """
+
+    def __init__(self, backup: ResumableBackup | None = None):
+        super().__init__()
+        self.backup = backup
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if not _finite(loss):
+            step = self.backup.global_step + 1 if self.backup else None
+            last = self.backup.last_saved if self.backup else None
+            kept = (
+                f"the last good checkpoint (step {last}) is kept in {self.backup.backup_dir}"
+                if last
+                else "no checkpoint had been written yet"
+            )
+            raise TrainingDiverged(
+                f"Loss became {float(np.asarray(loss))} at step {step} "
+                f"(batch {batch} of the epoch); training stopped and {kept}. "
+                "Lower train.learning_rate or check the data."
+            )
+
+
+class ResumableBackup(keras.callbacks.Callback):
+    """Save weights plus optimizer state every `save_freq` steps, for resuming at that step.
+
+    The trainer sets `global_step` before each `fit` and calls `restore` before training.
+    Files: `backup_dir/latest.weights.h5` and `backup_dir/state.json` (`{"global_step": n}`).
+    """
+
+    def __init__(self, backup_dir: str | os.PathLike, save_freq: int):
+        super().__init__()
+        self.backup_dir = Path(backup_dir)
+        self.save_freq = int(save_freq)
+        self.global_step = 0
+        self.last_saved = 0
+
+    def restore(self, model: keras.Model) -> int:
+        """Load the backup into `model` (and its optimizer); return its global step, 0 if none."""
+        state_path = self.backup_dir / BACKUP_STATE
+        if not state_path.exists():
+            return 0
+        state = json.loads(state_path.read_text())
+        if model.optimizer is not None and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        model.load_weights(self.backup_dir / BACKUP_WEIGHTS)
+        self.global_step = self.last_saved = int(state["global_step"])
+        return self.global_step
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.global_step += 1
+        if self.global_step % self.save_freq == 0:
+            self.save()
+
+    def save(self) -> None:
+        """Write the backup atomically; raise `TrainingDiverged` instead of saving NaN weights."""
+        bad = [w.path for w in self.model.weights if not _finite(keras.ops.convert_to_numpy(w))]
+        if bad:
+            raise TrainingDiverged(
+                f"weights became non-finite by step {self.global_step} ({bad[:3]}); "
+                f"the last good checkpoint (step {self.last_saved}) is kept in {self.backup_dir}"
+            )
+        self.backup_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.backup_dir / f"tmp.{BACKUP_WEIGHTS}"
+        self.model.save_weights(tmp, overwrite=True)
+        os.replace(tmp, self.backup_dir / BACKUP_WEIGHTS)
+        tmp_state = self.backup_dir / f"tmp.{BACKUP_STATE}"
+        tmp_state.write_text(json.dumps({"global_step": self.global_step, "time": time.time()}))
+        os.replace(tmp_state, self.backup_dir / BACKUP_STATE)
+        self.last_saved = self.global_step
+
+
+class KeepBest(keras.callbacks.ModelCheckpoint):
+    """`ModelCheckpoint(save_best_only=True)` whose best score survives a resume.
+
+    The best value is stored in `<filepath>.json` and read back as `initial_value_threshold`,
+    so a resumed run does not overwrite a better model with a worse one.
+    """
+
+    def __init__(self, filepath: str | os.PathLike, monitor: str = "val_mean_iou", **kwargs):
+        self.record = Path(f"{filepath}.json")
+        previous = None
+        if self.record.exists():
+            previous = json.loads(self.record.read_text()).get("value")
+        super().__init__(
+            str(filepath),
+            monitor=monitor,
+            mode="max",
+            save_best_only=True,
+            initial_value_threshold=previous,
+            verbose=0,
+            **kwargs,
+        )
+
+    def on_epoch_end(self, epoch, logs=None):
+        before = self.best
+        super().on_epoch_end(epoch, logs)
+        if self.best != before and not math.isinf(self.best):
+            self.record.write_text(
+                json.dumps({"monitor": self.monitor, "value": float(self.best), "epoch": epoch + 1})
+            )
+
+
+class EpochExtras(keras.callbacks.Callback):
+    """Adds `learning_rate` and `epoch_seconds` to the epoch logs (so TensorBoard gets them).
+
+    Must come before `TensorBoard` in the callback list.
+    """
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        optimizer = self.model.optimizer
+        lr = optimizer.learning_rate
+        if callable(lr):
+            lr = lr(optimizer.iterations)
+        logs["learning_rate"] = float(keras.ops.convert_to_numpy(lr))
+        logs["epoch_seconds"] = time.perf_counter() - self._start

@@ -1,0 +1,212 @@
+"""`train(config, data_dir, model_dir)`: the whole training run of `keras-seg train`.
+
+Files written to `model_dir` (by the chief only, in multi-worker runs):
+
+    config.yaml         the resolved config (exports read class names from it)
+    backup/             resumable checkpoint every `train.checkpoint_every` steps
+    logs/               TensorBoard
+    best.keras          best model by validation mIoU (+ best.keras.json with the score)
+    final.keras         model after the last step
+    metrics.json        history, best score, timings and the final full-resolution evaluation
+
+Re-running with the same `model_dir` resumes from `backup/` at the saved step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+import keras_seg
+from keras_seg.config import Config
+from keras_seg.config import save_config
+from keras_seg.losses import build_loss
+from keras_seg.losses import count_labels
+from keras_seg.losses import median_frequency_weights
+from keras_seg.metrics import MeanIoU
+from keras_seg.training import callbacks as cb
+from keras_seg.training import datasets
+from keras_seg.training.distribution import build_strategy
+from keras_seg.training.distribution import is_chief
+from keras_seg.training.distribution import set_precision
+from keras_seg.training.schedules import build_optimizer
+
+MONITOR = "val_mean_iou"
+
+
+def build_model(cfg: Config, num_classes: int) -> keras.Model:
+    """The config's model, with `num_classes` logits and any input size."""
+    return keras_seg.build(
+        cfg.model.name,
+        num_classes=num_classes,
+        input_shape=(None, None, cfg.model.input_channels),
+        backbone=cfg.model.backbone,
+        weights=cfg.model.weights,
+        **cfg.model.options,
+    )
+
+
+def resolve_class_weights(cfg: Config, info: datasets.ClassInfo, data_dir) -> list[float] | None:
+    """Config class weights; "median_frequency" counts the training split's labels."""
+    weights = cfg.train.class_weights
+    if weights == "median_frequency":
+        masks = (
+            m
+            for _, m in datasets.load_split(cfg, cfg.data.train_split, data_dir).as_numpy_iterator()
+        )
+        weights = median_frequency_weights(*count_labels(masks, info.num_classes))
+        print("median-frequency class weights:", ", ".join(f"{w:.4f}" for w in weights))
+    if weights is not None and len(weights) != info.num_classes:
+        raise ValueError(
+            f"train.class_weights has {len(weights)} values for {info.num_classes} classes"
+        )
+    return weights
+
+
+def _fit_segments(done: int, total: int, per_epoch: int):
+    """`(initial_epoch, epochs, steps_per_epoch)` fit calls covering steps `done..total`.
+
+    A run resumed mid-epoch first finishes that epoch with the remaining steps.
+    """
+    while done < total:
+        epoch, offset = divmod(done, per_epoch)
+        full = (total - done) // per_epoch if offset == 0 else 0
+        if full:
+            yield epoch, epoch + full, per_epoch
+            done += full * per_epoch
+        else:
+            steps = min(per_epoch - offset, total - done)
+            yield epoch, epoch + 1, steps
+            done += steps
+
+
+def train(
+    cfg: Config,
+    model_dir: str | Path,
+    data_dir: str | None = None,
+    *,
+    final_eval: bool = True,
+    verbose: int | str = "auto",
+) -> dict[str, Any]:
+    """Train `cfg`'s model, resuming from `model_dir/backup` when it exists.
+
+    Args:
+        cfg: the experiment.
+        model_dir: run folder (see module docstring).
+        data_dir: data set folder (overrides `cfg.data.data_dir`).
+        final_eval: evaluate `best.keras` on the validation split at full resolution.
+        verbose: Keras `fit` verbosity (progress bar by default).
+
+    Returns:
+        The metrics written to `metrics.json`.
+
+    Raises:
+        TrainingDiverged: the loss or the weights became NaN/inf (the last backup is kept).
+    """
+    strategy = build_strategy(cfg.train.distribution)  # before any other TF work
+    chief = is_chief()
+    model_dir = Path(model_dir)
+    out_dir = model_dir if chief else Path(tempfile.mkdtemp(prefix="keras_seg_worker_"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    policy = set_precision(cfg.train.precision)
+    keras.utils.set_random_seed(cfg.train.seed)
+    if chief:
+        save_config(cfg, out_dir / "config.yaml")
+
+    info = datasets.class_info(cfg, data_dir)
+    class_weights = resolve_class_weights(cfg, info, data_dir)
+    splits = {
+        s: datasets.load_split(cfg, s, data_dir) for s in (cfg.data.train_split, cfg.data.val_split)
+    }
+    train_ds = datasets.batches(cfg, splits[cfg.data.train_split], True, info.num_classes)
+    val_ds = datasets.batches(cfg, splits[cfg.data.val_split], False, info.num_classes)
+
+    with strategy.scope():
+        model = build_model(cfg, info.num_classes)
+        model.compile(
+            optimizer=build_optimizer(cfg.train),
+            loss=build_loss(cfg.train.loss, class_weights, info.ignore_label),
+            metrics=[MeanIoU(info.num_classes, ignore_class=info.ignore_label)],
+        )
+    backup = cb.ResumableBackup(out_dir / "backup", cfg.train.checkpoint_every)
+    start = backup.restore(model)
+    if start and verbose:
+        print(f"Resuming from {backup.backup_dir} at step {start} of {cfg.train.steps}")
+    callbacks = [
+        cb.StopOnNaN(backup),  # before the backup: a NaN batch must never be saved
+        backup,
+        cb.EpochExtras(),
+        cb.KeepBest(out_dir / "best.keras", monitor=MONITOR),
+        keras.callbacks.TensorBoard(out_dir / "logs"),
+    ]
+    print(
+        f"{cfg.name}: {cfg.model.name} ({model.count_params():,} parameters), "
+        f"{info.num_classes} classes, policy {policy}, {strategy.num_replicas_in_sync} replica(s), "
+        f"{cfg.train.steps} steps of batch {cfg.train.batch_size}"
+    )
+    history: dict[str, list] = {}
+    t0 = time.perf_counter()
+    done = start
+    for initial_epoch, epochs, steps in _fit_segments(
+        start, cfg.train.steps, cfg.train.steps_per_epoch
+    ):
+        backup.global_step = done
+        h = model.fit(
+            train_ds,
+            validation_data=val_ds,
+            initial_epoch=initial_epoch,
+            epochs=epochs,
+            steps_per_epoch=steps,
+            shuffle=False,  # the pipeline shuffles
+            callbacks=callbacks,
+            verbose=verbose if chief else 0,
+        )
+        for key, values in h.history.items():
+            history.setdefault(key, []).extend(float(v) for v in values)
+        done += (epochs - initial_epoch) * steps
+    train_seconds = time.perf_counter() - t0
+
+    result: dict[str, Any] = {
+        "config": cfg.name,
+        "steps": cfg.train.steps,
+        "resumed_from_step": start,
+        "train_seconds": train_seconds,
+        "precision": policy,
+        "replicas": strategy.num_replicas_in_sync,
+        "params": model.count_params(),
+        "history": history,
+    }
+    if chief:
+        model.save(out_dir / "final.keras")
+        best_record = out_dir / "best.keras.json"
+        if not (out_dir / "best.keras").exists():  # no validation score was ever finite
+            model.save(out_dir / "best.keras")
+        if best_record.exists():
+            result["best"] = json.loads(best_record.read_text())
+        if final_eval:
+            from keras_seg.training.evaluation import evaluate_model
+
+            best = keras.saving.load_model(out_dir / "best.keras", compile=False)
+            result["final_eval"] = evaluate_model(
+                best, cfg, datasets.load_split(cfg, cfg.data.val_split, data_dir), info
+            )
+            print(f"full-resolution {cfg.data.val_split} mIoU: {result['final_eval']['miou']:.4f}")
+        (out_dir / "metrics.json").write_text(json.dumps(result, indent=2))
+    shutil.rmtree(backup.backup_dir, ignore_errors=True)
+    if not chief:
+        shutil.rmtree(out_dir, ignore_errors=True)
+    return result
+
+
+def epoch_seconds(result: dict[str, Any]) -> float:
+    """Median seconds per epoch of a `train` result (validation included)."""
+    times = result["history"].get("epoch_seconds") or [math.nan]
+    return float(np.median(times))
