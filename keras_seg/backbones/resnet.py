@@ -141,11 +141,11 @@ def _register(name: str) -> None:
         input_shape: tuple[int | None, int | None, int] = (None, None, 3),
         weights: str | None = None,
         output_stride: int = 32,
-        **kwargs: Any,
+        width: int = 64,
     ) -> keras.Model:
-        return build_resnet(name, input_shape, weights, output_stride, **kwargs)
+        return build_resnet(name, input_shape, weights, output_stride, width)
 
-    builder.__name__ = name
+    builder.__name__ = builder.__qualname__ = name
     builder.__doc__ = f"{name} feature pyramid ({normalization} normalisation); see `build_resnet`."
     register_backbone(name, normalization=normalization, output_strides=(8, 16, 32))(builder)
 
