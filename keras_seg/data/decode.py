@@ -4,7 +4,9 @@ Label PNGs are often palette ("P" mode) images whose pixel value is the palette 
 (VOC). `tf.io.decode_png` expands a palette to RGB colours, and OpenCV does the same, so
 `decode_label_png` first swaps the PNG's palette for the identity palette (entry i = grey
 level i, CRC fixed) and then decodes: the grey level is the palette index. This stays a
-graph op, so it runs in parallel inside tf.data.
+graph op (no Python), so it runs in parallel inside tf.data. The map functions avoid
+`tf.cond`: each conditional is a function that tf.data instantiates when an iterator
+starts, which made every pass over the data cost about a second.
 """
 
 from __future__ import annotations
@@ -23,9 +25,6 @@ from keras_seg.data.storage import Store
 _IDENTITY = bytes(np.repeat(np.arange(256, dtype=np.uint8), 3))
 # CRC-32 of the PLTE chunk holding the first n identity entries, n = 0..256.
 _PLTE_CRC = [zlib.crc32(b"PLTE" + _IDENTITY[: 3 * n]).to_bytes(4, "big") for n in range(257)]
-_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-_IMAGE_MAGICS = (_PNG_MAGIC[:4], b"\xff\xd8\xff", b"BM", b"GIF8")
-_MAT_MAGIC = b"MATLAB"
 ON_ERROR = ("raise", "skip")
 
 
@@ -35,43 +34,40 @@ def _be_uint32(four_bytes: tf.Tensor) -> tf.Tensor:
 
 
 def _identity_palette(data: tf.Tensor) -> tf.Tensor:
+    """PNG bytes with the PLTE chunk's colours replaced by entry i = (i, i, i)."""
     # Only the header before the first IDAT chunk is searched: PLTE must precede IDAT,
     # and compressed pixel data could contain the bytes "PLTE" by chance.
-    head_rest = tf.strings.split(data, sep="IDAT", maxsplit=1)
-    parts = tf.strings.split(head_rest[0], sep="PLTE", maxsplit=1)
-
-    def patch():
-        head, tail = parts[0], parts[1]
-        n = _be_uint32(tf.strings.substr(head, tf.strings.length(head) - 4, 4))
-        return tf.strings.join(
-            [
-                head,
-                "PLTE",
-                tf.strings.substr(tf.constant(_IDENTITY), 0, n),
-                tf.gather(tf.constant(_PLTE_CRC), n // 3),
-                tf.strings.substr(tail, n + 4, -1),
-                "IDAT",
-                head_rest[1],
-            ]
-        )
-
-    return tf.cond(tf.size(parts) > 1, patch, lambda: data)
+    head_rest = tf.concat([tf.strings.split(data, sep="IDAT", maxsplit=1), [""]], 0)
+    parts = tf.concat([tf.strings.split(head_rest[0], sep="PLTE", maxsplit=1), [""]], 0)
+    head, tail = parts[0], parts[1]
+    n = tf.clip_by_value(
+        _be_uint32(tf.strings.substr(head, tf.strings.length(head) - 4, 4)), 0, 768
+    )
+    patched = tf.strings.join(
+        [
+            head,
+            "PLTE",
+            tf.strings.substr(tf.constant(_IDENTITY), 0, n),
+            tf.gather(tf.constant(_PLTE_CRC), n // 3),
+            tf.strings.substr(tail, tf.minimum(n + 4, tf.strings.length(tail)), -1),
+            "IDAT",
+            head_rest[1],
+        ]
+    )
+    is_palette = tf.equal(tf.strings.substr(data, 25, 1), b"\x03")  # IHDR colour type
+    return tf.where(is_palette & tf.not_equal(tail, ""), patched, data)
 
 
 def decode_label_png(data: tf.Tensor) -> tf.Tensor:
     """Class-id PNG bytes -> int32 `[H, W]`: palette index for palette PNGs, else grey level.
 
-    Palette PNGs of 1, 2, 4 or 8 bits, 8-bit and 16-bit grey PNGs are supported; an RGB
-    PNG gives its first channel.
+    Palette PNGs of 1, 2, 4 or 8 bits and 8- or 16-bit grey PNGs are supported; an RGB PNG
+    gives its luma.
     """
-    color_type = tf.strings.substr(data, 25, 1)
-    bit_depth = tf.strings.substr(data, 24, 1)
-    data = tf.cond(tf.equal(color_type, b"\x03"), lambda: _identity_palette(data), lambda: data)
-    return tf.cond(
-        tf.equal(bit_depth, b"\x10"),
-        lambda: tf.cast(tf.io.decode_png(data, channels=1, dtype=tf.uint16)[..., 0], tf.int32),
-        lambda: tf.cast(tf.io.decode_png(data, channels=1)[..., 0], tf.int32),
-    )
+    sixteen_bit = tf.equal(tf.strings.substr(data, 24, 1), b"\x10")  # IHDR bit depth
+    # Decoding to uint16 serves both depths: 8-bit values come out multiplied by 257.
+    wide = tf.cast(tf.io.decode_png(_identity_palette(data), 1, tf.uint16)[..., 0], tf.int32)
+    return tf.where(sixteen_bit, wide, wide // 257)
 
 
 def decode_sbd_mat(data: bytes) -> np.ndarray:
@@ -82,27 +78,36 @@ def decode_sbd_mat(data: bytes) -> np.ndarray:
     return np.asarray(mat["GTcls"].Segmentation, np.int32)
 
 
-def _decode_mask(data: tf.Tensor, is_mat: tf.Tensor) -> tf.Tensor:
-    def mat():
-        out = tf.numpy_function(decode_sbd_mat, [data], tf.int32, stateful=False)
-        return tf.ensure_shape(out, [None, None])
-
-    return tf.cond(is_mat, mat, lambda: decode_label_png(data))
-
-
-def _allowed_text(lut: np.ndarray) -> str:
-    """'raw values 0..20, 255' style description of the values a look-up table accepts."""
-    ok = np.flatnonzero(lut != INVALID)
-    runs, start = [], ok[0] if len(ok) else None
-    for a, b in zip(ok, list(ok[1:]) + [None], strict=True):
+def allowed_text(lut: np.ndarray) -> str:
+    """'0..20, 255' style description of the raw values a look-up table accepts."""
+    ok = np.flatnonzero(lut != INVALID).tolist()
+    runs, start = [], ok[0] if ok else None
+    for a, b in zip(ok, ok[1:] + [None], strict=True):
         if b != a + 1:
             runs.append(f"{start}" if start == a else f"{start}..{a}")
             start = b
     return ", ".join(runs) or "none"
 
 
-def _magic_ok(data: tf.Tensor, magics: Sequence[bytes]) -> tf.Tensor:
-    return tf.reduce_any([tf.equal(tf.strings.substr(data, 0, len(m)), m) for m in magics], axis=0)
+def diagnose(image_store: Store, image: str, mask_store: Store, mask: str) -> str:
+    """Why a sample could not be read or decoded, found in Python (runs on failure only)."""
+    import cv2
+
+    for store, name, what in ((image_store, image, "image"), (mask_store, mask, "mask")):
+        where = store.describe(name)
+        try:
+            data = store.read(name)
+        except OSError as e:
+            return f"{where}: cannot read the {what} file ({e.strerror or e})"
+        if name.endswith(".mat"):
+            try:
+                decode_sbd_mat(data)
+            except Exception as e:  # noqa: BLE001 - any failure means a corrupt file
+                return f"{where}: not an SBD .mat with GTcls.Segmentation ({type(e).__name__})"
+        elif cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) is None:
+            kinds = "PNG" if what == "mask" else "JPEG/PNG/BMP/GIF"
+            return f"{where}: corrupt, truncated or not an image (expected a {kinds} file)"
+    return f"{image_store.describe(image)} or {mask_store.describe(mask)}: could not be decoded"
 
 
 def checked_dataset(
@@ -118,8 +123,8 @@ def checked_dataset(
     Masks are mapped through `lut` (raw value -> class id, -1 = not allowed). A sample whose
     files cannot be read or decoded, whose image and mask sizes differ, or whose mask holds
     values the table does not allow raises `tf.errors.InvalidArgumentError` naming the file
-    (`on_error="raise"`), or is dropped with a warning on stderr naming it and the running
-    count of dropped samples (`on_error="skip"`).
+    and what was expected (`on_error="raise"`), or is dropped with a warning that names it
+    and counts the samples dropped so far (`on_error="skip"`).
 
     Args:
         shuffle: visit the samples in a new random order on every pass (before decoding,
@@ -132,18 +137,15 @@ def checked_dataset(
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
     n = len(samples)
-    image_desc = tf.constant([s.describe(i) for s, i, _, _ in samples] + [""])
-    mask_desc = tf.constant([s.describe(m) for _, _, s, m in samples] + [""])
-    is_mat = tf.constant([m.endswith(".mat") for _, _, _, m in samples])
+    allowed = allowed_text(lut)
     lut_t = tf.constant(lut, tf.int32)
-    allowed = f"{name} allows raw mask values {_allowed_text(lut)}"
+    mats = [m.endswith(".mat") for _, _, _, m in samples]
 
-    if all(s.is_directory for s, _, _, _ in samples) and all(
-        s.is_directory for _, _, s, _ in samples
-    ):
+    if all(s.is_directory and t.is_directory for s, _, t, _ in samples):
+        paths = tf.constant([[s.describe(i), t.describe(m)] for s, i, t, m in samples])
 
         def read(i):
-            return tf.io.read_file(image_desc[i]), tf.io.read_file(mask_desc[i])
+            return tf.io.read_file(paths[i, 0]), tf.io.read_file(paths[i, 1])
     else:
 
         def _read_py(i):
@@ -154,129 +156,113 @@ def checked_dataset(
             image, mask = tf.numpy_function(_read_py, [i], [tf.string, tf.string], stateful=False)
             return tf.ensure_shape(image, []), tf.ensure_shape(mask, [])
 
-    def decode(i):
+    def decode_mask(i, data):
+        if not any(mats):
+            return decode_label_png(data)
+        if all(mats):
+            out = tf.numpy_function(decode_sbd_mat, [data], tf.int32, stateful=False)
+            return tf.ensure_shape(out, [None, None])
+        is_mat = tf.constant(mats)[i]
+        return tf.cond(
+            is_mat,
+            lambda: tf.ensure_shape(
+                tf.numpy_function(decode_sbd_mat, [data], tf.int32, stateful=False), [None, None]
+            ),
+            lambda: decode_label_png(data),
+        )
+
+    def decode(position, i):
         image_bytes, mask_bytes = read(i)
-        image_ok = _magic_ok(image_bytes, _IMAGE_MAGICS)
-        mask_ok = tf.cond(
-            is_mat[i],
-            lambda: _magic_ok(mask_bytes, [_MAT_MAGIC]),
-            lambda: _magic_ok(mask_bytes, [_PNG_MAGIC]),
-        )
-        readable = image_ok & mask_ok
-        image = tf.cond(
-            readable,
-            lambda: tf.io.decode_image(image_bytes, channels=3, expand_animations=False),
-            lambda: tf.zeros([0, 0, 3], tf.uint8),
-        )
-        raw = tf.cond(
-            readable,
-            lambda: _decode_mask(mask_bytes, is_mat[i]),
-            lambda: tf.zeros([0, 0], tf.int32),
-        )
-        mask = tf.where(raw > 255, INVALID, tf.gather(lut_t, tf.minimum(raw, 255)))
-        same_size = tf.reduce_all(tf.equal(tf.shape(image)[:2], tf.shape(mask)))
-        bad = mask < 0
-        problem = tf.case(
+        image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+        raw = decode_mask(i, mask_bytes)
+        mask = tf.gather(lut_t, tf.clip_by_value(raw, 0, 255))
+        bad = (mask < 0) | (raw > 255)
+        # Problem report: [image h, image w, mask h, mask w, bad pixel count, a bad value].
+        report = tf.concat(
             [
-                (
-                    ~image_ok,
-                    lambda: tf.strings.join([image_desc[i], ": not a JPEG, PNG, BMP or GIF image"]),
-                ),
-                (
-                    ~mask_ok,
-                    lambda: tf.strings.join(
-                        [mask_desc[i], ": not a ", tf.where(is_mat[i], ".mat", "PNG"), " mask"]
-                    ),
-                ),
-                (
-                    ~same_size,
-                    lambda: tf.strings.format(
-                        "{}: mask size {} differs from image size {} of {}",
-                        (mask_desc[i], tf.shape(mask), tf.shape(image)[:2], image_desc[i]),
-                    ),
-                ),
-                (
-                    tf.reduce_any(bad),
-                    lambda: tf.strings.format(
-                        "{}: mask values {} are not classes; " + allowed,
-                        (mask_desc[i], tf.unique(tf.boolean_mask(raw, bad))[0][:8]),
-                        summarize=8,
-                    ),
-                ),
+                tf.shape(image)[:2],
+                tf.shape(mask),
+                [tf.reduce_sum(tf.cast(bad, tf.int32)), tf.reduce_max(tf.where(bad, raw, -1))],
             ],
-            default=lambda: tf.constant(""),
-            exclusive=False,
+            0,
         )
-        return i, image, mask, problem
+        return position, image, mask, report
+
+    def explain(position, expected, report, dropped, order):
+        """Messages for the failed samples of one scan step (Python; only on failure)."""
+        messages = [diagnose(*samples[int(order[p])]) for p in range(expected, position)]
+        ih, iw, mh, mw, count, value = report.tolist()
+        if position < n and ((ih, iw) != (mh, mw) or count):
+            image_store, image, mask_store, mask = samples[int(order[position])]
+            if (ih, iw) != (mh, mw):
+                messages.append(
+                    f"{mask_store.describe(mask)}: mask size {mh}x{mw} differs from the "
+                    f"image size {ih}x{iw} of {image_store.describe(image)}"
+                )
+            else:
+                messages.append(
+                    f"{mask_store.describe(mask)}: {count} mask pixels hold values that are "
+                    f"not classes of {name} (e.g. {value}); allowed raw values: {allowed}"
+                )
+        if on_error == "skip":
+            for k, message in enumerate(messages, int(dropped) + 1):
+                text = f"{name}: skipped a sample ({k} skipped so far): {message}"
+                warnings.warn(text, stacklevel=1)
+        return messages[0].encode()
 
     def one_pass(order):
         # `order` is this pass's sample order; position p holds sample order[p].
         sentinel = tf.data.Dataset.from_tensors(
-            (
-                tf.constant(n, tf.int64),
-                tf.zeros([0, 0, 3], tf.uint8),
-                tf.zeros([0, 0], tf.int32),
-                "",
-            )
-        )
-        ds = (
-            tf.data.Dataset.range(n)
-            .map(lambda p: decode(order[p]) + (p,), num_parallel_calls=tf.data.AUTOTUNE)
-            # A decoder failure (corrupt file) drops the element; the scan below notices the
-            # missing position and reports that sample's files by name.
-            .ignore_errors()
-            .map(lambda i, image, mask, problem, p: (p, image, mask, problem))
-            .concatenate(sentinel)
-        )
-        return ds.scan((tf.constant(0, tf.int64), tf.constant(0, tf.int64)), _checker(order))
-
-    def _checker(order):
-        order = tf.concat([order, [n]], 0)
+            (tf.constant(n, tf.int64), tf.zeros([0, 0, 3], tf.uint8), tf.zeros([0, 0], tf.int32),
+             tf.zeros([6], tf.int32))
+        )  # fmt: skip
+        order_t = tf.concat([order, [n]], 0)
 
         def check(state, element):
             expected, dropped = state
-            p, image, mask, problem = element
-            gap = p > expected
-            bad = tf.not_equal(problem, "")
-            dropped = dropped + (p - expected) + tf.cast(bad & (p < n), tf.int64)
-            missing = tf.strings.format(
-                "{}: could not read or decode the image {} or its mask {} (expected a "
-                "JPEG/PNG image and a class-id mask of the same size); samples skipped: {}",
-                (name, image_desc[order[expected]], mask_desc[order[expected]], dropped),
-            )
-            if on_error == "raise":
-                ops = [
-                    tf.debugging.Assert(~gap, [missing]),
-                    tf.debugging.Assert(~bad, [problem]),
-                ]
-            else:
-                ops = [
-                    tf.cond(gap, lambda: tf.print("WARNING keras_seg.data:", missing), tf.no_op),
-                    tf.cond(
-                        bad,
-                        lambda: tf.print(
-                            "WARNING keras_seg.data: skipped",
-                            problem,
-                            "; samples skipped:",
-                            dropped,
-                        ),
-                        tf.no_op,
+            position, image, mask, report = element
+            gap = position > expected
+            bad = (report[4] > 0) | tf.reduce_any(report[:2] != report[2:4])
+            failed = gap | (bad & (position < n))
+            message = tf.cond(
+                failed,
+                lambda: tf.ensure_shape(
+                    tf.numpy_function(
+                        explain, [position, expected, report, dropped, order_t], tf.string
                     ),
-                ]
-            with tf.control_dependencies(ops):
-                keep = tf.identity((p < n) & ~bad)
-            return (p + 1, dropped), (keep, image, mask)
+                    [],
+                ),
+                lambda: tf.constant(""),
+            )
+            dropped += position - expected + tf.cast(bad, tf.int64)
+            if on_error == "raise":
+                checks = [tf.debugging.Assert(~failed, [message])]
+            else:
+                checks = [message]
+            with tf.control_dependencies(checks):
+                keep = (position < n) & ~bad
+            return (position + 1, dropped), (keep, image, mask)
 
-        return check
+        ds = (
+            tf.data.Dataset.from_tensor_slices(order)
+            .enumerate()
+            .map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+            # A decoder failure (corrupt file) drops the element; the scan below notices the
+            # missing position and reports that sample's files by name.
+            .ignore_errors()
+            .concatenate(sentinel)
+        )
+        zero = tf.constant(0, tf.int64)
+        return ds.scan((zero, zero), check)
 
     orders = tf.data.Dataset.range(n)
     if shuffle:
         orders = orders.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-    return (
-        orders.batch(n)
-        .flat_map(one_pass)
-        .filter(lambda keep, image, mask: keep)
-        .map(lambda keep, image, mask: (image, tf.cast(mask, tf.uint8)))
+        ds = orders.batch(n).flat_map(one_pass)
+    else:
+        ds = one_pass(tf.range(n, dtype=tf.int64))
+    return ds.filter(lambda keep, image, mask: keep).map(
+        lambda keep, image, mask: (image, tf.cast(mask, tf.uint8))
     )
 
 

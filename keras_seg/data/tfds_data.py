@@ -31,7 +31,9 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from etils import epath
 
+from keras_seg.data.decode import allowed_text
 from keras_seg.data.decode import checked_dataset
 from keras_seg.data.info import IGNORE_LABEL
 from keras_seg.data.info import INVALID
@@ -80,6 +82,14 @@ class Voc2012Segmentation(tfds.core.GeneratorBasedBuilder):
     Put `VOCtrainval_11-May-2012.tar` (or the extracted `VOCdevkit/`) into manual_dir.
     For the `train_aug` split also put SBD's extracted `benchmark_RELEASE/` there.
     """
+
+    @tfds.core.utils.classproperty
+    @classmethod
+    def code_path(cls) -> epath.Path:
+        # TFDS finds a builder's files through importlib resources, which needs the
+        # `importlib_resources` backport that etils does not pull in; the module's own
+        # path is what it would find.
+        return epath.Path(__file__)
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
@@ -214,16 +224,21 @@ def load_tfds(
 
     def convert(index, example):
         image = example[image_key]
-        image = tf.cond(
-            tf.shape(image)[-1] == 1, lambda: tf.image.grayscale_to_rgb(image), lambda: image
-        )
+        if image.shape[-1] == 1:  # channels are fixed by the feature spec
+            image = tf.image.grayscale_to_rgb(image)
         raw = tf.cast(example[mask_key][..., 0], tf.int32)
         mask = tf.gather(lut, tf.minimum(raw, 255))
         which = example[id_key] if id_key else tf.strings.as_string(index)
         ok = tf.reduce_all(mask >= 0) & tf.reduce_all(tf.shape(image)[:2] == tf.shape(mask))
-        message = tf.strings.format(
-            "tfds:{} split {} example {}: mask values {} are not classes, or sizes differ",
-            (name, split, which, tf.unique(tf.boolean_mask(raw, mask < 0))[0][:8]),
+        message = tf.strings.join(
+            [
+                f"tfds:{name} split {split} example ",
+                which,
+                ": mask values ",
+                tf.strings.format("{}", tf.unique(tf.boolean_mask(raw, mask < 0))[0][:8]),
+                f" are not classes (allowed raw values: {allowed_text(meta.label_lut)}), "
+                "or the image and mask sizes differ",
+            ]
         )
         if on_error == "raise":
             with tf.control_dependencies([tf.debugging.Assert(ok, [message])]):

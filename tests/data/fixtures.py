@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 from PIL import Image
+from scipy import sparse
 from scipy.io import savemat
 
 from keras_seg.data.info import voc_palette
@@ -52,8 +53,10 @@ def write_palette_png(path, mask: np.ndarray, palette: np.ndarray | None = None)
 def write_voc(root, splits: dict[str, list[str]], seed: int = 0) -> dict[str, np.ndarray]:
     """`VOCdevkit/VOC2012/{JPEGImages, SegmentationClass, ImageSets/Segmentation}`.
 
-    Masks hold classes 0..20 with 255 object boundaries. Returns id -> mask.
+    Masks hold classes 0..20 with 255 object boundaries; `trainval` is written as in the
+    release. Returns id -> mask.
     """
+    splits = {"trainval": splits.get("train", []) + splits.get("val", []), **splits}
     rng = np.random.default_rng(seed)
     voc = Path(root) / "VOCdevkit" / "VOC2012"
     masks = {}
@@ -83,9 +86,12 @@ def write_sbd(root, train: list[str], val: list[str], seed: int = 1) -> dict[str
         mask = blocks(rng, range(21))
         masks[i] = mask
         write_jpeg(dataset / "img" / f"{i}.jpg", image_for(mask))
+        boundaries = np.empty((20, 1), object)  # a cell of sparse maps, as in SBD
+        for c in range(20):
+            boundaries[c, 0] = sparse.csc_matrix(mask.shape, dtype=bool)
         gtcls = {
             "Segmentation": mask,
-            "Boundaries": np.empty((21, 1), object),
+            "Boundaries": boundaries,
             "CategoriesPresent": np.unique(mask[mask > 0]).astype(np.uint8),
         }
         savemat(dataset / "cls" / f"{i}.mat", {"GTcls": gtcls})

@@ -1,0 +1,130 @@
+"""Augmentation invariants and the batching pipeline."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_seg.data as data
+from keras_seg.data.augment import IMAGENET_MEAN
+from keras_seg.data.augment import train_augment
+
+H, W = 40, 60
+
+
+def position_sample():
+    """Image channels 0/1 hold the pixel's column/row; the mask holds a function of both."""
+    yy, xx = np.mgrid[:H, :W]
+    image = np.stack([xx, yy, np.full_like(xx, 200)], -1).astype(np.uint8)
+    mask = ((yy // 4) * 3 + xx // 5) % 7
+    return image, mask.astype(np.uint8)
+
+
+def augment(seed, crop=(32, 48), **kwargs):
+    image, mask = position_sample()
+    out = train_augment(image, mask, crop, tf.constant([seed, 0], tf.int64), **kwargs)
+    return out[0].numpy(), out[1].numpy()
+
+
+def test_crop_and_flip_are_identical_on_image_and_mask():
+    image, mask = position_sample()
+    flips = set()
+    for seed in range(12):
+        out_image, out_mask = augment(seed, scale_range=(1.0, 1.0), jitter=False)
+        cols = np.rint(out_image[..., 0]).astype(int)
+        rows = np.rint(out_image[..., 1]).astype(int)
+        # Every output pixel comes from one source pixel, the same for image and mask.
+        np.testing.assert_allclose(out_image[..., :2], np.stack([cols, rows], -1), atol=0.01)
+        np.testing.assert_array_equal(out_mask, mask[rows, cols])
+        flips.add(bool(cols[0, 0] > cols[0, -1]))
+        step = np.diff(cols, axis=1)
+        assert (step == step[0, 0]).all() and abs(step[0, 0]) == 1  # a crop, maybe mirrored
+    assert flips == {True, False}
+
+
+def test_random_scale_keeps_alignment_and_mask_values():
+    image, mask = position_sample()
+    for seed in range(8):
+        out_image, out_mask = augment(seed, jitter=False)
+        assert out_mask.shape == (32, 48) and out_mask.dtype == np.int32
+        assert set(np.unique(out_mask)) <= set(np.unique(mask)) | {255}
+        real = out_mask != 255
+        cols = np.clip(np.rint(out_image[..., 0]).astype(int), 0, W - 1)
+        rows = np.clip(np.rint(out_image[..., 1]).astype(int), 0, H - 1)
+        # Bilinear image vs nearest mask: they agree wherever the pattern is locally flat.
+        agree = np.mean(out_mask[real] == mask[rows, cols][real])
+        assert agree > 0.9, agree
+
+
+def test_padding_is_255_in_masks_and_the_mean_in_images():
+    # At scale 1 a 64x80 crop of a 40x60 image has exactly 64*80 - 40*60 padding pixels.
+    for seed in range(4):
+        out_image, out_mask = augment(seed, crop=(64, 80), scale_range=(1.0, 1.0))
+        pad = out_mask == 255
+        assert pad.sum() == 64 * 80 - H * W
+        assert pad[H:].all() and pad[:, :20].all() != pad[:, -20:].all()  # bottom + one side
+        np.testing.assert_allclose(
+            out_image[pad], np.broadcast_to(IMAGENET_MEAN, (pad.sum(), 3)), atol=1e-4
+        )
+        assert (out_image[~pad][:, 2] != IMAGENET_MEAN[2]).all()
+
+
+def test_jitter_changes_only_the_image():
+    plain_image, plain_mask = augment(3, jitter=False)
+    image, mask = augment(3, jitter={"brightness": 0.5, "hue": 0.3})
+    np.testing.assert_array_equal(mask, plain_mask)
+    assert image.min() >= 0 and image.max() <= 255
+    assert not np.allclose(image, plain_image)
+
+
+def _dataset(n=6, with_ignore=True):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (n, H, W, 3)).astype(np.uint8)
+    masks = rng.integers(0, 3, (n, H, W)).astype(np.uint8)
+    if with_ignore:
+        masks[:, :2] = 255
+    return tf.data.Dataset.from_tensor_slices((images, masks))
+
+
+def _batches(ds):
+    return [(x.numpy(), y.numpy()) for x, y in ds]
+
+
+def test_training_batches_are_model_ready_and_seeded():
+    kwargs = dict(training=True, crop_size=(32, 32), batch_size=4, seed=7, num_classes=3)
+    first = _batches(data.pipeline(_dataset(), **kwargs))
+    assert len(first) == 1  # 6 samples, drop_remainder for training
+    x, y = first[0]
+    assert x.shape == (4, 32, 32, 3) and x.dtype == np.float32 and 0 <= x.min() <= x.max() <= 255
+    assert y.shape == (4, 32, 32) and y.dtype == np.int32
+    assert set(np.unique(y)) <= {0, 1, 2, 255}
+    again = _batches(data.pipeline(_dataset(), **kwargs))
+    np.testing.assert_array_equal(first[0][0], again[0][0])
+    np.testing.assert_array_equal(first[0][1], again[0][1])
+    other = _batches(data.pipeline(_dataset(), **{**kwargs, "seed": 8}))
+    assert not np.array_equal(first[0][0], other[0][0])
+    # Repeated: the second epoch differs from the first (fresh randomness per sample).
+    repeated = data.pipeline(_dataset(), **kwargs, repeat=True, cache=True)
+    epochs = [b for _, b in zip(range(3), repeated, strict=False)]
+    assert not np.array_equal(epochs[0][0].numpy(), epochs[1][0].numpy())
+
+
+def test_evaluation_keeps_sizes_or_pads_without_randomness():
+    ds = _dataset(3)
+    single = _batches(data.pipeline(ds, training=False, batch_size=1))
+    assert [x.shape for x, _ in single] == [(1, H, W, 3)] * 3
+    np.testing.assert_array_equal(single[0][1][0], next(iter(ds))[1].numpy())
+    padded = _batches(data.pipeline(ds, training=False, crop_size=(48, 64), batch_size=2))
+    x, y = padded[0]
+    assert x.shape == (2, 48, 64, 3) and (y[:, H:] == 255).all() and (y[:, :, W:] == 255).all()
+    np.testing.assert_array_equal(y[0, :H, :W], next(iter(ds))[1].numpy())
+    shrunk = _batches(data.pipeline(ds, training=False, crop_size=(20, 40), batch_size=3))
+    x, y = shrunk[0]  # 40x60 fits 20x40 at 0.5: 20x30, padded on the right
+    assert y.shape == (3, 20, 40) and (y[:, :, 30:] == 255).all() and (y[:, :, :30] != 255).any()
+
+
+def test_label_check_names_the_bad_values():
+    ds = _dataset(2)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="mask values outside 0..1 and 255"):
+        _batches(data.pipeline(ds, training=False, batch_size=1, num_classes=2))
+    with pytest.raises(ValueError, match="training needs crop_size"):
+        data.pipeline(ds, training=True)

@@ -1,0 +1,166 @@
+"""Readers on generated data in the official layouts (directories and archives)."""
+
+import io
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+import keras_seg.data as data
+from keras_seg.data.decode import decode_label_png
+from keras_seg.data.readers import train_aug_ids
+from tests.data import fixtures as fx
+
+
+def test_info_tables():
+    voc = data.info("voc2012")
+    assert (voc.num_classes, voc.class_names[15], voc.ignore_label) == (21, "person", 255)
+    assert voc.palette.dtype == np.uint8 and voc.palette.shape == (21, 3)
+    assert voc.palette[1].tolist() == [128, 0, 0]  # aeroplane in the devkit colour map
+    city = data.info("cityscapes")
+    assert city.num_classes == 19 and city.class_names[13] == "car"
+    assert data.info("camvid").class_names[0] == "sky"
+    with pytest.raises(ValueError, match="Unknown data set 'nope'.*voc2012"):
+        data.info("nope")
+
+
+@pytest.mark.parametrize("bits", [1, 4, 8])
+def test_palette_png_gives_indices_not_colours(bits):
+    # A palette with duplicate colours: decoding colours could not recover the indices.
+    rng = np.random.default_rng(bits)
+    n = 2**bits
+    index = rng.integers(0, n, (9, 13)).astype(np.uint8)
+    palette = np.zeros((256, 3), np.uint8)
+    buf = io.BytesIO()
+    image = Image.fromarray(index, mode="P")
+    image.putpalette(palette.flatten().tolist())
+    image.save(buf, format="PNG", bits=bits, transparency=0)
+    np.testing.assert_array_equal(decode_label_png(tf.constant(buf.getvalue())).numpy(), index)
+
+
+def test_grey_and_16bit_png_masks():
+    grey = np.arange(60, dtype=np.uint8).reshape(6, 10)
+    wide = grey.astype(np.uint16) * 300
+    for array in (grey, wide):
+        png = tf.io.encode_png(array[..., None])
+        np.testing.assert_array_equal(decode_label_png(png).numpy(), array)
+
+
+def test_voc2012_palette_indices_and_boundary(tmp_path):
+    masks = fx.write_voc(tmp_path, {"train": ["2007_000032", "2007_000039"], "val": ["2008_1"]})
+    out = fx.as_numpy(data.load("voc2012", "train", tmp_path))
+    assert len(out) == 2
+    for (image, mask), stem in zip(out, ["2007_000032", "2007_000039"], strict=True):
+        assert image.dtype == np.uint8 and image.shape == (*fx.SIZE, 3)
+        assert mask.dtype == np.uint8 and mask.shape == fx.SIZE
+        np.testing.assert_array_equal(mask, masks[stem])
+        assert (mask[::6] == 255).all() and mask.max() == 255  # boundaries stay ignore
+    assert len(fx.as_numpy(data.load("voc2012", "trainval", tmp_path / "VOCdevkit"))) == 3
+
+
+def test_voc2012_from_the_official_tar(tmp_path):
+    masks = fx.write_voc(tmp_path / "x", {"train": ["a"], "val": ["b", "c"]})
+    fx.tar_dir(tmp_path / "x" / "VOCdevkit", tmp_path / "VOCtrainval_11-May-2012.tar", "VOCdevkit")
+    out = fx.as_numpy(data.load("voc2012", "val", tmp_path))  # folder holding the tar
+    assert [m.tolist() for _, m in out] == [masks["b"].tolist(), masks["c"].tolist()]
+    shuffled = data.load("voc2012", "val", tmp_path / "VOCtrainval_11-May-2012.tar",
+                         shuffle_files=True, seed=1)  # fmt: skip
+    assert len(fx.as_numpy(shuffled)) == 2
+
+
+def test_train_aug_arithmetic():
+    ids = train_aug_ids(
+        voc_train=["v1", "v2", "s1"], voc_val=["s2", "v3"], sbd_train=["s1", "s2", "s3"],
+        sbd_val=["s4", "v2"],
+    )  # fmt: skip
+    assert ids == ["s1", "s3", "s4", "v1", "v2"]  # union of train sets minus VOC val
+
+
+def test_voc2012_aug_mixes_voc_masks_and_sbd_mat(tmp_path):
+    voc = fx.write_voc(tmp_path, {"train": ["t1", "t2"], "val": ["v1"]})
+    sbd = fx.write_sbd(tmp_path, train=["t1", "s1", "v1"], val=["s2"])
+    out = fx.as_numpy(data.load("voc2012_aug", "train_aug", tmp_path))
+    # sorted ids s1, s2, t1, t2 (v1 is VOC val); t1 takes its VOC mask, s* their .mat.
+    expected = [sbd["s1"], sbd["s2"], voc["t1"], voc["t2"]]
+    assert len(out) == 4
+    for (_, mask), want in zip(out, expected, strict=True):
+        np.testing.assert_array_equal(mask, want)
+    assert len(fx.as_numpy(data.load("voc2012_aug", "val", tmp_path))) == 1
+    with pytest.raises(ValueError, match="unknown split 'train'.*train_aug, val"):
+        data.load("voc2012_aug", "train", tmp_path)
+
+
+def test_cityscapes_train_ids_from_zips(tmp_path):
+    raw = fx.write_cityscapes(tmp_path / "x", "val", {"frankfurt": 1, "lindau": 2})
+    stem = "frankfurt_000000_000019"
+    ids = raw[stem]
+    ids[:2, :3] = [[7, 26, 0], [33, 34, 24]]  # road, car, unlabeled / bicycle, >33, person
+    fx.write_png(
+        tmp_path / "x" / "gtFine" / "val" / "frankfurt" / f"{stem}_gtFine_labelIds.png", ids
+    )
+    fx.zip_dir(
+        tmp_path / "x" / "leftImg8bit", tmp_path / "leftImg8bit_trainvaltest.zip", "leftImg8bit"
+    )
+    fx.zip_dir(tmp_path / "x" / "gtFine", tmp_path / "gtFine_trainvaltest.zip", "gtFine")
+    for where in (tmp_path / "x", tmp_path):  # extracted, and the official zips
+        out = fx.as_numpy(data.load("cityscapes", "val", where))
+        assert len(out) == 3
+        mask = out[0][1]  # frankfurt sorts first
+        assert mask[:2, :3].tolist() == [[0, 13, 255], [18, 255, 11]]
+        lut = data.info("cityscapes").label_lut
+        np.testing.assert_array_equal(mask, lut[ids])
+
+
+def test_camvid_void_is_ignore(tmp_path):
+    raw = fx.write_camvid(tmp_path, "test", 2)
+    fx.write_camvid(tmp_path, "val", 1, with_list=False)
+    out = fx.as_numpy(data.load("camvid", "test", tmp_path))
+    for (_, mask), want in zip(out, raw.values(), strict=True):
+        np.testing.assert_array_equal(mask, np.where(want == 11, 255, want))
+        assert 255 in mask and 11 not in mask
+    assert len(fx.as_numpy(data.load("camvid", "val", tmp_path / "CamVid"))) == 1
+
+
+def test_folder_isbi_style_label_map_and_grey_images(tmp_path):
+    rng = np.random.default_rng(0)
+    masks = {str(k): fx.blocks(rng, [0, 255]) for k in range(3)}
+    for stem, mask in masks.items():  # ISBI 2012: grey image/N.png, label/N.png 0/255
+        fx.write_png(tmp_path / "image" / f"{stem}.png", mask[..., None].repeat(3, 2)[..., 0])
+        fx.write_png(tmp_path / "label" / f"{stem}.png", mask)
+    ds = data.load("folder", None, tmp_path, image_dir="image", mask_dir="label",
+                   label_map={0: 0, 255: 1})  # fmt: skip
+    out = fx.as_numpy(ds)
+    assert len(out) == 3
+    for (image, mask), want in zip(out, masks.values(), strict=True):
+        assert image.shape == (*fx.SIZE, 3)
+        np.testing.assert_array_equal(mask, (want == 255).astype(np.uint8))
+    info = data.info("folder", label_map={0: 0, 255: 1})
+    assert info.num_classes == 2
+
+
+def test_folder_classes_file_palette_masks_and_splits(tmp_path):
+    rng = np.random.default_rng(1)
+    masks = {f"s{k}": fx.blocks(rng, [0, 1, 2, 255]) for k in range(4)}
+    fx.write_folder(tmp_path, {k: masks[k] for k in ("s0", "s1")})
+    for stem in ("s2", "s3"):  # palette masks with a non-VOC palette
+        fx.write_png(tmp_path / "images" / f"{stem}.png", fx.image_for(masks[stem]))
+        fx.write_palette_png(
+            tmp_path / "masks" / f"{stem}.png", masks[stem], np.full((256, 3), 7, np.uint8)
+        )
+    (tmp_path / "classes.txt").write_text("sky\nroad\ncar\n")
+    (tmp_path / "val.txt").write_text("s3\ns1\n")
+    info = data.info("folder", tmp_path)
+    assert info.class_names == ("sky", "road", "car") and info.palette.shape == (3, 3)
+    out = fx.as_numpy(data.load("folder", "all", tmp_path))
+    assert len(out) == 4
+    for (_, mask), stem in zip(out, sorted(masks), strict=True):
+        np.testing.assert_array_equal(mask, masks[stem])
+    val = fx.as_numpy(data.load("folder", "val", tmp_path))
+    np.testing.assert_array_equal(val[0][1], masks["s3"])
+    ignored = data.load("folder", "val", tmp_path, label_map={0: 0, 1: 1}, unmapped="ignore")
+    np.testing.assert_array_equal(
+        fx.as_numpy(ignored)[0][1], np.where(masks["s3"] == 2, 255, masks["s3"])
+    )
+    with pytest.raises(ValueError, match="classes.txt names 3 classes, num_classes=2"):
+        data.load("folder", "all", tmp_path, num_classes=2)
