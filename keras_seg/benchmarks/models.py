@@ -13,7 +13,7 @@ Each model runs in its own subprocess (`--no-isolate` to run in-process), so its
 (`ru_maxrss`) is its own and one model's memory does not slow the next.
 
 Example:
-    keras-seg benchmark models --models unet:resnet34 deeplabv3_plus:resnet50 \\
+    keras-seg benchmark models --models unet:resnet34 deeplabv3plus:resnet50 \\
         --output bench_results/models.json --markdown bench_results/models.md
 """
 
@@ -97,6 +97,7 @@ def measure_keras_model(model, settings: dict[str, Any]) -> dict[str, Any]:
         model.compile(
             optimizer=keras.optimizers.SGD(learning_rate=0.01, momentum=0.9),
             loss=keras.losses.SparseCategoricalCrossentropy(ignore_class=255, from_logits=True),
+            metrics=[],  # not None: that would keep the metrics a keras-hub task set itself
             jit_compile=jit,
         )
         batch = settings["train_batch_size"]
@@ -131,8 +132,11 @@ def _build(entry: dict[str, Any], settings: dict[str, Any]):
 
     kwargs = dict(keras_seg.get_spec(entry["model"]).small_config) if settings["small"] else {}
     kwargs.update(entry["kwargs"])
+    # A small_config may name its own (cheap) backbone; an explicit one wins.
+    backbone = entry["backbone"] or kwargs.get("backbone")
+    kwargs.pop("backbone", None)
     return keras_seg.build(
-        entry["model"], num_classes=settings["num_classes"], backbone=entry["backbone"], **kwargs
+        entry["model"], num_classes=settings["num_classes"], backbone=backbone, **kwargs
     )
 
 
@@ -152,8 +156,9 @@ def measure_entry(entry: dict[str, Any], settings: dict[str, Any]) -> dict[str, 
         "peak_rss_build_mib": _rss_mib(),
     }
     row.update(measure_keras_model(model, settings))
-    row["gflops"] = count_flops(model, settings["size"], settings["size"]) / 1e9
-    if settings["train_batch_size"]:
+    if settings["flops"]:
+        row["gflops"] = count_flops(model, settings["size"], settings["size"]) / 1e9
+    if settings["flops"] and settings["train_batch_size"]:
         train_size = settings["train_size"]
         row["gflops_train_size"] = (
             row["gflops"]
@@ -207,7 +212,9 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def _percent(achieved: dict[str, Any], phase: str, batch: int | None = None) -> str:
+def _percent(achieved: dict[str, Any] | None, phase: str, batch: int | None = None) -> str:
+    if achieved is None:
+        return "-"
     gflop_s = achieved[f"{phase}_gflop_s"]
     fraction = achieved[f"{phase}_fraction_of_peak"]
     if batch is not None:
@@ -220,7 +227,7 @@ def add_achieved(row: dict[str, Any], peak: dict[str, float], precision: str) ->
 
     Training counts 3x the forward FLOPs (forward, and backward for inputs and weights).
     """
-    if "error" in row:
+    if "error" in row or "gflops" not in row:
         return
     top = peak["bfloat16" if precision == "mixed_bfloat16" else "float32"]
     infer = {b: row["gflops"] * v["images_per_s"] for b, v in row["inference"].items()}
@@ -249,9 +256,10 @@ def markdown_table(payload: dict[str, Any]) -> str:
         if "error" in row:
             lines.append(f"| {row['label']} | error: see JSON |" + " |" * (len(header) - 2))
             continue
-        achieved = row["achieved"]
-        gflops_digits = 1 if row["gflops"] >= 10 else 2
-        cells = [row["label"], _fmt(row["params"] / 1e6), _fmt(row["gflops"], gflops_digits)]
+        achieved = row.get("achieved")
+        gflops = row.get("gflops")
+        digits = 1 if gflops and gflops >= 10 else 2
+        cells = [row["label"], _fmt(row["params"] / 1e6), _fmt(gflops, digits)]
         cells += [_fmt(row["inference"][str(b)]["images_per_s"]) for b in sizes]
         cells += [_percent(achieved, "inference", sizes[-1])]
         if train:
@@ -297,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=json.loads,
         default={},
         help='JSON {"name" or "name:backbone": {option: value}}, e.g. '
-        '\'{"deeplabv3_plus": {"output_stride": 16}}\'',
+        '\'{"deeplabv3plus": {"output_stride": 8}}\'',
     )
     p.add_argument("--small", action="store_true", help="use each model's small_config")
     p.add_argument("--num-classes", type=int, default=21)
@@ -310,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jit", action=argparse.BooleanOptionalAction, default=False)
     p.add_argument("--tflite", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--tflite-threads", type=int, default=2)
+    p.add_argument(
+        "--flops", action=argparse.BooleanOptionalAction, default=True, help="count GFLOPs"
+    )
     p.add_argument("--matmul-size", type=int, default=2048)
     p.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--output", default="bench_results/models.json", help="JSON report path")
@@ -342,6 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for key in (
             "num_classes", "size", "batch_sizes", "train_size", "train_batch_size", "repeats",
             "precision", "jit", "tflite", "tflite_threads", "matmul_size", "small", "isolate",
+            "flops",
         )
     }  # fmt: skip
     rows = []
