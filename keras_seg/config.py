@@ -184,8 +184,10 @@ class Config:
     export: ExportConfig = field(default_factory=ExportConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict (YAML-ready)."""
-        return dataclasses.asdict(self)
+        """Plain nested dict (YAML-ready), in the order the zoo files use."""
+        values = dataclasses.asdict(self)
+        order = ("name", "description", "reference", "model", "data", "train", "eval", "export")
+        return {key: values[key] for key in order}
 
 
 # --- YAML -----------------------------------------------------------------------------------

@@ -108,16 +108,12 @@ class ConfusionMatrix:
             raise ValueError(f"labels {y_true.shape} and predictions {y_pred.shape} differ in size")
         keep = y_true != self.ignore_label
         y_true, y_pred = y_true[keep], y_pred[keep]
-        bad = (
-            (y_true < 0)
-            | (y_true >= self.num_classes)
-            | (y_pred < 0)
-            | (y_pred >= self.num_classes)
-        )
-        if bad.any():
+        values = np.concatenate([y_true, y_pred])
+        bad = values[(values < 0) | (values >= self.num_classes)]
+        if bad.size:
             raise ValueError(
-                f"label/prediction values outside 0..{self.num_classes - 1} (and {self.ignore_label}): "
-                f"{sorted(set(y_true[bad].tolist()) | set(y_pred[bad].tolist()))[:10]}"
+                f"label/prediction values outside 0..{self.num_classes - 1} "
+                f"(and {self.ignore_label}): {sorted(set(bad.tolist()))[:10]}"
             )
         counts = np.bincount(y_true * self.num_classes + y_pred, minlength=self.num_classes**2)
         self.matrix += counts.reshape(self.num_classes, self.num_classes)
