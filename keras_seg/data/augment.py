@@ -12,14 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import tensorflow as tf
 
 from keras_seg.data.info import IGNORE_LABEL
 
 #: ImageNet mean pixel (RGB, 0..255): padding colour of images.
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
-#: Photometric jitter, each applied with probability 0.5 (mmsegmentation's defaults):
-#: brightness delta (0..1 units), contrast and saturation factor ranges, hue delta (turns).
+#: Photometric jitter, each applied with probability 0.5 (mmsegmentation's magnitudes):
+#: brightness delta (fraction of 255), contrast and saturation factor ranges, hue delta
+#: (fraction of a full turn).
 JITTER = {"brightness": 32 / 255, "contrast": (0.5, 1.5), "saturation": (0.5, 1.5), "hue": 0.1}
 
 
@@ -73,8 +75,9 @@ def train_augment(
 
     y1, y2 = unit(oy, scaled[0] - 1.0), unit(oy + ch - 1, scaled[0] - 1.0)
     x1, x2 = unit(ox, scaled[1] - 1.0), unit(ox + cw - 1, scaled[1] - 1.0)
-    if flip:
-        x1, x2 = tf.cond(_uniform(seeds[3]) < 0.5, lambda: (x2, x1), lambda: (x1, x2))
+    if flip:  # a box with x1 > x2 samples the mirror image
+        flipped = _uniform(seeds[3]) < 0.5
+        x1, x2 = tf.where(flipped, x2, x1), tf.where(flipped, x1, x2)
     box = tf.stack([y1, x1, y2, x2])[None]
     # Extrapolated (padding) pixels come out as -1, impossible for real pixels >= 0.
     # (crop_and_resize is faster on float32 input than on uint8.)
@@ -85,29 +88,56 @@ def train_augment(
         mask[None, ..., None], box, [0], (ch, cw), "nearest", extrapolation_value=IGNORE_LABEL
     )[0, ..., 0]
     padding = image[..., :1] < 0
-    if jitter:
-        image = photometric(image, seeds[4], jitter if isinstance(jitter, dict) else None)
     image = tf.where(padding, tf.constant(mean, tf.float32), image)
+    if jitter:  # padding keeps the mean colour
+        jittered = photometric(image, seeds[4], jitter if isinstance(jitter, dict) else None)
+        image = tf.where(padding, image, jittered)
     return image, tf.cast(mask, tf.int32)
 
 
+def _hue_rotation(theta: tf.Tensor) -> tf.Tensor:
+    """3x3 RGB matrix rotating hue by `theta` radians about the grey axis in YIQ space."""
+    cos, sin = tf.cos(theta), tf.sin(theta)
+    zero, one = tf.zeros_like(theta), tf.ones_like(theta)
+    rotation = tf.stack([[one, zero, zero], [zero, cos, -sin], [zero, sin, cos]])
+    return tf.constant(_YIQ_INV) @ rotation @ tf.constant(_YIQ)
+
+
+_GREY = np.array([0.299, 0.587, 0.114], np.float32)
+_YIQ = np.array([_GREY, [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], np.float32)
+_YIQ_INV = np.linalg.inv(_YIQ).astype(np.float32)
+
+
 def photometric(image: tf.Tensor, seed: tf.Tensor, jitter: dict | None = None) -> tf.Tensor:
-    """Brightness, contrast, saturation and hue jitter on a float `[H, W, 3]` 0..255 image,
-    each with probability 0.5 and a magnitude drawn from `jitter` (default `JITTER`)."""
+    """Brightness, contrast, saturation and hue jitter of a float `[H, W, 3]` 0..255 image.
+
+    Each is applied with probability 0.5 with a magnitude drawn from `jitter` (default
+    `JITTER`). All four are linear in RGB, so they are composed into one 3x3 matrix and an
+    offset and applied in one pass (clipped to 0..255 at the end): brightness adds a delta;
+    contrast scales about the mean grey level; saturation blends with the grey image (as
+    torchvision does); hue rotates colours about the grey axis in YIQ space (the
+    luminance-keeping matrix of the SVG/CSS hue-rotate filter) instead of an HSV round trip,
+    which cost several times more per pixel.
+    """
     jitter = {**JITTER, **(jitter or {})}
-    seeds = tf.random.experimental.stateless_split(seed, 8)
-    x = image / 255.0
-
-    def maybe(i, fn, x):
-        return tf.cond(_uniform(seeds[2 * i]) < 0.5, lambda: fn(x, seeds[2 * i + 1]), lambda: x)
-
     b, (c0, c1), (s0, s1), h = (jitter[k] for k in ("brightness", "contrast", "saturation", "hue"))
-    x = maybe(0, lambda x, s: x + _uniform(s, -b, b), x)
-    x = maybe(1, lambda x, s: tf.image.adjust_contrast(x, _uniform(s, c0, c1)), x)
-    x = tf.clip_by_value(x, 0.0, 1.0)
-    x = maybe(2, lambda x, s: tf.image.adjust_saturation(x, _uniform(s, s0, s1)), x)
-    x = maybe(3, lambda x, s: tf.image.adjust_hue(x, _uniform(s, -h, h)), x)
-    return tf.clip_by_value(x, 0.0, 1.0) * 255.0
+    seeds = tf.random.experimental.stateless_split(seed, 8)
+
+    def draw(k, low, high, identity):
+        return tf.where(_uniform(seeds[k]) < 0.5, _uniform(seeds[k + 4], low, high), identity)
+
+    brightness = draw(0, -b * 255.0, b * 255.0, 0.0)
+    contrast = draw(1, c0, c1, 1.0)
+    saturation = draw(2, s0, s1, 1.0)
+    theta = draw(3, -h * 2 * np.pi, h * 2 * np.pi, 0.0)
+    grey = tf.constant(_GREY)
+    # x -> x + b -> c x + (1 - c) mean -> S x -> H x, with S = s I + (1 - s) 1 grey^T.
+    mean = tf.reduce_mean(tf.tensordot(image, grey, 1)) + brightness
+    sat = saturation * tf.eye(3) + (1.0 - saturation) * tf.ones([3, 1]) * grey[None]
+    matrix = _hue_rotation(theta) @ sat
+    offset = tf.linalg.matvec(matrix, tf.fill([3], contrast * brightness + (1 - contrast) * mean))
+    out = tf.tensordot(image, tf.transpose(matrix * contrast), 1) + offset
+    return tf.clip_by_value(out, 0.0, 255.0)
 
 
 def fit_and_pad(

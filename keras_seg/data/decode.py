@@ -70,6 +70,32 @@ def decode_label_png(data: tf.Tensor) -> tf.Tensor:
     return tf.where(sixteen_bit, wide, wide // 257)
 
 
+def encode_label_png(mask: np.ndarray, palette: np.ndarray | None = None) -> bytes:
+    """Class-id mask uint8 `[H, W]` -> palette PNG bytes, as VOC stores its masks.
+
+    `palette` is uint8 `[n, 3]` (default: the VOC colour map of 256 entries).
+    """
+    import cv2
+
+    from keras_seg.data.info import voc_palette
+
+    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(mask, np.uint8))
+    if not ok or np.ndim(mask) != 2:
+        raise ValueError(f"cannot encode a mask of shape {np.shape(mask)} as a palette PNG")
+    data = encoded.tobytes()
+    # An 8-bit grey PNG and an 8-bit palette PNG store pixels the same way: set the IHDR
+    # colour type to 3 (palette) and add a PLTE chunk after IHDR.
+    ihdr = bytearray(data[16:29])
+    ihdr[9] = 3
+    colours = np.asarray(voc_palette(256) if palette is None else palette, np.uint8).tobytes()
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body).to_bytes(4, "big")
+        return len(body).to_bytes(4, "big") + kind + body + crc
+
+    return data[:8] + chunk(b"IHDR", bytes(ihdr)) + chunk(b"PLTE", colours) + data[33:]
+
+
 def decode_sbd_mat(data: bytes) -> np.ndarray:
     """SBD `cls/*.mat` bytes -> int32 `[H, W]` (struct `GTcls`, field `Segmentation`)."""
     from scipy.io import loadmat

@@ -6,6 +6,7 @@ import tensorflow as tf
 
 import keras_seg.data as data
 from keras_seg.data.augment import IMAGENET_MEAN
+from keras_seg.data.augment import photometric
 from keras_seg.data.augment import train_augment
 
 H, W = 40, 60
@@ -74,6 +75,20 @@ def test_jitter_changes_only_the_image():
     np.testing.assert_array_equal(mask, plain_mask)
     assert image.min() >= 0 and image.max() <= 255
     assert not np.allclose(image, plain_image)
+
+
+def test_photometric_keeps_grey_and_stays_in_range():
+    grey = tf.fill([8, 8, 3], 90.0)
+    colour = tf.constant(np.random.default_rng(0).uniform(0, 255, (8, 8, 3)), tf.float32)
+    keep_level = {"brightness": 0.0, "contrast": (1.0, 1.0), "saturation": (0.0, 2.0), "hue": 0.5}
+    changed = 0
+    for seed in range(8):
+        s = tf.constant([seed, 1], tf.int64)
+        np.testing.assert_allclose(photometric(grey, s, keep_level).numpy(), 90.0, atol=1e-3)
+        out = photometric(colour, s, {"brightness": 0.5}).numpy()
+        assert out.min() >= 0 and out.max() <= 255
+        changed += not np.allclose(out, colour.numpy())
+    assert changed >= 4  # each jitter has probability 0.5: most seeds change something
 
 
 def _dataset(n=6, with_ignore=True):

@@ -9,6 +9,7 @@ from PIL import Image
 
 import keras_seg.data as data
 from keras_seg.data.decode import decode_label_png
+from keras_seg.data.decode import encode_label_png
 from keras_seg.data.readers import train_aug_ids
 from tests.data import fixtures as fx
 
@@ -37,6 +38,16 @@ def test_palette_png_gives_indices_not_colours(bits):
     image.putpalette(palette.flatten().tolist())
     image.save(buf, format="PNG", bits=bits, transparency=0)
     np.testing.assert_array_equal(decode_label_png(tf.constant(buf.getvalue())).numpy(), index)
+
+
+def test_encode_label_png_round_trip():
+    mask = np.random.default_rng(0).integers(0, 21, (7, 11)).astype(np.uint8)
+    mask[0] = 255
+    png = encode_label_png(mask)
+    with Image.open(io.BytesIO(png)) as image:
+        assert image.mode == "P" and image.getpalette()[3:6] == [128, 0, 0]
+        np.testing.assert_array_equal(np.array(image), mask)
+    np.testing.assert_array_equal(decode_label_png(tf.constant(png)).numpy(), mask)
 
 
 def test_grey_and_16bit_png_masks():
