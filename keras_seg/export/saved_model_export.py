@@ -154,8 +154,9 @@ def saved_model(
             f"{graph.num_classes_of(model)}"
         )
     _prepare_dir(path, overwrite)
+    # No archive.track(model): add_endpoint tracks the variables the endpoints use, and
+    # tracking the model would walk (and trace) every layer, several seconds per export.
     archive = keras.export.ExportArchive()
-    archive.track(model)
     endpoints = {
         SERVING_DEFAULT: _images_fn(model),
         SERVING_BYTES: _bytes_fn(model, with_probabilities=True),

@@ -131,8 +131,9 @@ def convert(
 
     serve.get_concrete_function()
     with tempfile.TemporaryDirectory() as saved_dir:
+        # No archive.track(model): add_endpoint tracks the variables the endpoint uses, and
+        # tracking the model would walk (and trace) every layer, seconds per export.
         archive = keras.export.ExportArchive()
-        archive.track(model)
         archive.add_endpoint("serving_default", serve)
         archive.write_out(saved_dir, verbose=False)
         content = _converter(saved_dir, quantize, samples, input_dtype).convert()
