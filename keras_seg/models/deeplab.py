@@ -15,7 +15,9 @@ A backbone with output stride 16 (or 8) by atrous convolution, ASPP on its last 
 
 The input is normalised for the backbone, then zero-padded (bottom/right) to a multiple of the
 output stride (padding after normalisation means padding with the mean pixel, as DeepLab's
-preprocessing does) and the logits are cropped back, so any input size works.
+preprocessing does) and the logits are cropped back, so any input size works. The deepest
+feature has stride `output_stride`, so that multiple keeps every level aligned; padding to 32
+would only add pixels (DeepLab's 513x513 crop pads to 528, not 544).
 The papers give no parameter counts, so there is no `paper_params` here.
 """
 
