@@ -38,7 +38,9 @@ def build_strategy(kind: str = "auto") -> tf.distribute.Strategy:
     if kind == "multi_worker":
         if not _cluster().get("cluster"):
             raise ValueError("distribution 'multi_worker' needs TF_CONFIG with a 'cluster'")
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        _patch_keras_for_multi_worker()
+        return strategy
     if kind == "mirrored":
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()  # the default strategy: the first GPU, else the CPU
@@ -63,3 +65,57 @@ def set_precision(policy: str) -> str:
         policy = "mixed_float16" if tf.config.list_physical_devices("GPU") else "float32"
     keras.mixed_precision.set_global_policy(policy)
     return policy
+
+
+def _patch_keras_for_multi_worker() -> None:
+    """Work around two Keras 3 (checked on 3.15) bugs that break `fit` under
+    MultiWorkerMirroredStrategy (keras-team/keras#20585):
+
+    1. `_maybe_symbolic_build` all-reduces the first data batch across workers just to get
+       example shapes, which fails on PerReplica inputs; we take the local replica's batch.
+    2. `reduce_per_replica` reduces the scalar loss/metric logs with `axis=0`, which a scalar
+       does not have; we reduce scalars with `axis=None`.
+
+    Both replacements keep Keras's behaviour for every other strategy.
+    """
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    if getattr(tf_trainer, "_keras_seg_patched", False):
+        return
+    original_reduce = tf_trainer.reduce_per_replica
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction not in ("auto", "mean") or not isinstance(
+            strategy, tf.distribute.MultiWorkerMirroredStrategy
+        ):
+            return original_reduce(values, strategy, reduction)
+
+        def mean(value):
+            if not isinstance(value, tf.distribute.DistributedValues):
+                return value
+            rank = strategy.experimental_local_results(value)[0].shape.rank
+            return strategy.reduce("MEAN", value, axis=None if rank == 0 else 0)
+
+        return tf.nest.map_structure(mean, values)
+
+    def maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if self._distribute_strategy is None:
+            return
+        strategy = self.distribute_strategy
+        if iterator is not None:
+            for _, _, it in iterator:
+                data_batch = tf.nest.map_structure(
+                    lambda v: (
+                        strategy.experimental_local_results(v)[0]
+                        if isinstance(v, tf.distribute.DistributedValues)
+                        else v
+                    ),
+                    next(it),
+                )
+                break
+        with strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
+    tf_trainer.reduce_per_replica = reduce_per_replica
+    tf_trainer.TensorFlowTrainer._maybe_symbolic_build = maybe_symbolic_build
+    tf_trainer._keras_seg_patched = True

@@ -1,0 +1,191 @@
+"""Training runs end to end: run files, NaN stop, resume at the saved step, kill/restart,
+multi-worker training on two local processes."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_seg.cli import main
+from keras_seg.config import load_config
+from keras_seg.training import TrainingDiverged
+from keras_seg.training import callbacks as cb
+from keras_seg.training import datasets
+from keras_seg.training import train
+from tests.training.common import CLI
+from tests.training.common import cli_env
+from tests.training.common import tiny_config
+
+
+def test_train_writes_the_run_files(tmp_path):
+    _, cfg = tiny_config(tmp_path)
+    run = tmp_path / "run"
+    result = train(cfg, run, verbose=0)
+    for name in ["config.yaml", "best.keras", "best.keras.json", "final.keras", "metrics.json"]:
+        assert (run / name).exists(), name
+    assert load_config(run / "config.yaml") == cfg
+    assert list((run / "logs" / "train").glob("events.out.tfevents.*"))
+    assert list((run / "logs" / "validation").glob("events.out.tfevents.*"))
+    assert not (run / "backup").exists(), "the backup is removed once the run completes"
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics == json.loads(json.dumps(result))
+    val = metrics["history"]["val_mean_iou"]
+    assert len(val) == 2 and metrics["resumed_from_step"] == 0
+    assert metrics["best"]["value"] == pytest.approx(max(val))
+    assert len(metrics["final_eval"]["per_class"]) == 5
+    assert metrics["history"]["learning_rate"][-1] == pytest.approx(0.0)  # poly reaches 0
+
+    model = keras.saving.load_model(run / "final.keras")  # no custom_objects needed
+    assert int(model.optimizer.iterations.numpy()) == cfg.train.steps
+    out = model(np.zeros((1, 40, 56, 3), "float32"))
+    assert tuple(out.shape) == (1, 40, 56, 5)
+
+
+def _poison_after(monkeypatch, good_batches: int):
+    """Training batches from number `good_batches` on carry NaN pixels."""
+    original = datasets.batches
+
+    def batches(cfg, dataset, training, *args, **kwargs):
+        ds = original(cfg, dataset, training, *args, **kwargs)
+        if not training:
+            return ds
+
+        def poison(i, batch):
+            images, masks = batch
+            return tf.where(i >= good_batches, float("nan"), images), masks
+
+        return ds.enumerate().map(poison)
+
+    monkeypatch.setattr(datasets, "batches", batches)
+
+
+def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint_then_resume(tmp_path, monkeypatch):
+    _, cfg = tiny_config(tmp_path, ["train.steps=6", "train.steps_per_epoch=3"])
+    run = tmp_path / "run"
+    _poison_after(monkeypatch, good_batches=2)
+    with pytest.raises(TrainingDiverged, match=r"Loss became nan at step 3.*last good.*step 2"):
+        train(cfg, run, verbose=0)
+    state = json.loads((run / "backup" / cb.BACKUP_STATE).read_text())
+    assert state["global_step"] == 2
+    assert not (run / "final.keras").exists()
+    saved = keras_seg_model_weights(run / "backup" / cb.BACKUP_WEIGHTS, cfg)
+    assert all(np.isfinite(w).all() for w in saved)
+
+    # Restart on clean data: continues at step 2 (epoch 1 finishes its last step), not at 0.
+    monkeypatch.undo()
+    result = train(cfg, run, verbose=0, final_eval=False)
+    assert result["resumed_from_step"] == 2
+    assert len(result["history"]["val_mean_iou"]) == 2  # epochs 1 (1 step left) and 2
+    final = keras.saving.load_model(run / "final.keras")
+    assert int(final.optimizer.iterations.numpy()) == 6
+
+
+def keras_seg_model_weights(path, cfg):
+    from keras_seg.training.schedules import build_optimizer
+    from keras_seg.training.trainer import build_model
+
+    model = build_model(cfg, 5)
+    model.compile(optimizer=build_optimizer(cfg.train), loss="mse")
+    model.optimizer.build(model.trainable_variables)
+    model.load_weights(path)
+    return model.get_weights()
+
+
+def test_cli_train_reports_divergence(tmp_path, capsys):
+    path, _ = tiny_config(tmp_path)
+    code = main(
+        [
+            "train",
+            "--config",
+            str(path),
+            "--model-dir",
+            str(tmp_path / "run"),
+            "--set",
+            "train.optimizer=sgd",
+            "--set",
+            "train.learning_rate=1e30",
+            "--set",
+            "train.checkpoint_every=1",
+        ]
+    )
+    assert code == 3
+    err = capsys.readouterr().err
+    assert "error:" in err and ("Loss became" in err or "non-finite" in err), err
+    assert "last good checkpoint (step 1)" in err
+    assert (tmp_path / "run" / "backup" / cb.BACKUP_STATE).exists()
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
+    overrides = ["train.steps=20", "train.steps_per_epoch=5", "train.checkpoint_every=5"]
+    path, cfg = tiny_config(tmp_path, overrides)
+    run = tmp_path / "run"
+    args = [*CLI, "train", "--config", str(path), "--model-dir", str(run), "--no-final-eval"]
+    for o in overrides:
+        args += ["--set", o]
+    proc = subprocess.Popen(
+        args, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    state_path = run / "backup" / cb.BACKUP_STATE
+    deadline = time.monotonic() + 120
+    try:
+        while not state_path.exists():
+            assert proc.poll() is None, "training ended before its first checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint within 120 s"
+            time.sleep(0.01)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert not (run / "final.keras").exists(), "the run finished before it was killed"
+    killed_at = json.loads(state_path.read_text())["global_step"]
+    assert killed_at % 5 == 0 and 0 < killed_at < 20
+
+    result = train(cfg, run, verbose=0, final_eval=False)
+    assert result["resumed_from_step"] >= killed_at  # a later checkpoint may have landed
+    remaining_epochs = 4 - result["resumed_from_step"] // 5
+    assert len(result["history"]["loss"]) == remaining_epochs
+    final = keras.saving.load_model(run / "final.keras")
+    assert int(final.optimizer.iterations.numpy()) == 20
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_multi_worker_training_on_two_local_processes(tmp_path):
+    path, _ = tiny_config(tmp_path)
+    run = tmp_path / "run"
+    workers = [f"127.0.0.1:{_free_port()}" for _ in range(2)]
+    procs = []
+    for index in range(2):
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        env = cli_env(TF_CONFIG=json.dumps(tf_config))
+        args = [*CLI, "train", "--config", str(path), "--model-dir", str(run)]
+        args += ["--set", "train.distribution=multi_worker", "--no-final-eval"]
+        log = open(tmp_path / f"worker{index}.log", "w")  # noqa: SIM115 - closed below
+        procs.append((subprocess.Popen(args, env=env, stdout=log, stderr=log), log))
+    try:
+        for proc, _ in procs:
+            proc.wait(timeout=150)
+    finally:
+        for proc, log in procs:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+            log.close()
+    logs = [(tmp_path / f"worker{i}.log").read_text() for i in range(2)]
+    assert [p.returncode for p, _ in procs] == [0, 0], logs
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["replicas"] == 2
+    assert len(metrics["history"]["val_mean_iou"]) == 2
+    assert (run / "final.keras").exists() and (run / "best.keras").exists()
