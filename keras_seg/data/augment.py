@@ -1,11 +1,14 @@
 """Training augmentation and evaluation resizing, as graph ops for tf.data map functions.
 
-Scale, pad, crop and flip are done by one `tf.image.crop_and_resize` per tensor: the crop
-window is mapped back to the source image, so the resize costs O(crop) and not O(scaled
-image), padding is the op's extrapolation, and a flip is a box with x1 > x2. Image and
-mask share the box, so they stay aligned pixel for pixel; the mask uses nearest neighbour.
-All randomness is `tf.random.stateless_*` from one seed per sample, so a seed fixes the
-batches.
+Training geometry works backwards from the crop: the random scale and crop offset pick the
+source region that lands in the crop, and only that region is resized (bilinear for the
+image, nearest-neighbour index gathers for the mask), so the cost is O(crop), not
+O(scaled image). The flip reverses the region's column order; padding (image: the mean
+colour, mask: 255) goes on the bottom and on the right (left when flipped). Image and mask
+use the same region, output size and flip, so they stay aligned. Photometric jitter is one
+3x3 colour matrix applied to the region before resizing (so padding keeps the mean colour).
+There is no `tf.cond`, and all randomness is `tf.random.stateless_*` from one seed per
+sample, so a seed fixes the batches.
 """
 
 from __future__ import annotations
@@ -29,6 +32,32 @@ def _uniform(seed, low=0.0, high=1.0):
     return tf.random.stateless_uniform([], seed, minval=low, maxval=high)
 
 
+def _axis(n: tf.Tensor, scale: tf.Tensor, crop: int, u: tf.Tensor):
+    """Source region `[start, start + length)` of one axis and its output length.
+
+    The source axis of `n` pixels scaled by `scale` is `scaled` long; a crop of `crop` at a
+    random offset (`u` in [0, 1)) covers `crop / scale` source pixels. A scaled axis shorter
+    than the crop keeps all of it, `scaled` long, and is padded up to `crop`.
+    """
+    nf = tf.cast(n, tf.float32)
+    scaled = tf.maximum(tf.round(nf * scale), 1.0)
+    fits = scaled >= crop
+    offset = tf.floor(u * (scaled - crop + 1.0))
+    start = tf.where(fits, tf.cast(tf.round(offset * nf / scaled), tf.int32), 0)
+    length = tf.where(fits, tf.cast(tf.maximum(tf.round(crop * nf / scaled), 1.0), tf.int32), n)
+    length = tf.minimum(length, n - start)
+    out = tf.where(fits, crop, tf.cast(scaled, tf.int32))
+    return start, length, out
+
+
+def _nearest(start, length, out, crop, pad_index):
+    """Nearest-neighbour source indices (half-pixel centres, as `tf.image.resize`) of the
+    `crop` output pixels; padding positions get `pad_index`."""
+    centres = (tf.range(out, dtype=tf.float32) + 0.5) * tf.cast(length, tf.float32)
+    inside = tf.minimum(tf.cast(centres / tf.cast(out, tf.float32), tf.int32), length - 1)
+    return tf.concat([start + inside, tf.fill([crop - out], pad_index)], 0)
+
+
 def train_augment(
     image: tf.Tensor,
     mask: tf.Tensor,
@@ -40,12 +69,12 @@ def train_augment(
     mean: Sequence[float] = IMAGENET_MEAN,
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """Random scale, pad (image: `mean`, mask: 255) to at least `crop_size`, random crop,
-    horizontal flip (all identical on image and mask), then photometric jitter (image only;
+    horizontal flip (all identical on image and mask) and photometric jitter (image only;
     padding keeps the mean colour).
 
     Args:
         image: uint8 or float `[H, W, 3]`, 0..255.
-        mask: integer `[H, W]` class ids.
+        mask: integer `[H, W]` class ids (at most 255).
         crop_size: `(height, width)` of the output.
         seed: int32/int64 `[2]` stateless seed.
         scale_range: `(low, high)` of the uniform random scale factor.
@@ -58,41 +87,38 @@ def train_augment(
     """
     ch, cw = int(crop_size[0]), int(crop_size[1])
     seeds = tf.random.experimental.stateless_split(seed, 5)
-    size = tf.cast(tf.shape(mask), tf.float32)
+    h, w = tf.shape(mask)[0], tf.shape(mask)[1]
     scale = _uniform(seeds[0], scale_range[0], scale_range[1])
-    # Scaled size (at least 2 px so the corner-aligned mapping below is defined).
-    scaled = tf.maximum(tf.round(size * scale), 2.0)
-    room = tf.maximum(scaled - [ch, cw], 0.0)  # bottom/right padding makes room >= 0
-    oy = tf.floor(_uniform(seeds[1]) * (room[0] + 1))
-    ox = tf.floor(_uniform(seeds[2]) * (room[1] + 1))
-    # Scaled pixel y maps to source y * (H - 1) / (H' - 1); a crop_and_resize box is in
-    # units of (H - 1). Squeezing the box into [eps, 1 - eps] keeps the first and last
-    # in-image rows/columns from being taken for padding through float round-off.
-    eps = 1e-5
-
-    def unit(v, extent):
-        return eps + v / extent * (1.0 - 2.0 * eps)
-
-    y1, y2 = unit(oy, scaled[0] - 1.0), unit(oy + ch - 1, scaled[0] - 1.0)
-    x1, x2 = unit(ox, scaled[1] - 1.0), unit(ox + cw - 1, scaled[1] - 1.0)
-    if flip:  # a box with x1 > x2 samples the mirror image
+    y0, ylen, yout = _axis(h, scale, ch, _uniform(seeds[1]))
+    x0, xlen, xout = _axis(w, scale, cw, _uniform(seeds[2]))
+    flipped = tf.constant(False)
+    if flip:
         flipped = _uniform(seeds[3]) < 0.5
-        x1, x2 = tf.where(flipped, x2, x1), tf.where(flipped, x1, x2)
-    box = tf.stack([y1, x1, y2, x2])[None]
-    # Extrapolated (padding) pixels come out as -1, impossible for real pixels >= 0.
-    # (crop_and_resize is faster on float32 input than on uint8.)
-    image = tf.image.crop_and_resize(
-        tf.cast(image, tf.float32)[None], box, [0], (ch, cw), extrapolation_value=-1.0
-    )[0]
-    mask = tf.image.crop_and_resize(
-        mask[None, ..., None], box, [0], (ch, cw), "nearest", extrapolation_value=IGNORE_LABEL
-    )[0, ..., 0]
-    padding = image[..., :1] < 0
-    image = tf.where(padding, tf.constant(mean, tf.float32), image)
-    if jitter:  # padding keeps the mean colour
-        jittered = photometric(image, seeds[4], jitter if isinstance(jitter, dict) else None)
-        image = tf.where(padding, image, jittered)
-    return image, tf.cast(mask, tf.int32)
+    mean_t = tf.constant(mean, tf.float32)
+
+    # Image: the (possibly mirrored) source region, jittered, resized, padded.
+    columns = x0 + tf.range(xlen)
+    columns = tf.where(flipped, tf.reverse(columns, [0]), columns)
+    region = tf.gather(image[y0 : y0 + ylen], columns, axis=1)
+    region = tf.cast(region, tf.float32)
+    if jitter:
+        region = photometric(region, seeds[4], jitter if isinstance(jitter, dict) else None)
+    # Resizing and padding mean-centred pixels makes the padding exactly `mean`.
+    resized = tf.image.resize(region - mean_t, tf.stack([yout, xout]))
+    pad_x = cw - xout
+    paddings = [[0, ch - yout], [tf.where(flipped, pad_x, 0), tf.where(flipped, 0, pad_x)], [0, 0]]
+    image = tf.pad(resized, paddings) + mean_t
+
+    # Mask: the same region by nearest-neighbour index gathers; index h / w is a 255 line.
+    rows = _nearest(y0, ylen, yout, ch, h)
+    cols = _nearest(x0, xlen, xout, cw, w)
+    cols = tf.where(flipped, tf.reverse(cols, [0]), cols)
+    # float32: integer transposes fall back from oneDNN with an error-level log line.
+    padded = tf.pad(tf.cast(mask, tf.float32), [[0, 1], [0, 1]], constant_values=IGNORE_LABEL)
+    # Row gathers copy whole rows; gathering columns as rows of the transpose is ~3x faster.
+    picked = tf.transpose(tf.gather(tf.transpose(tf.gather(padded, rows)), cols))
+    mask = tf.cast(picked, tf.int32)
+    return tf.ensure_shape(image, [ch, cw, 3]), tf.ensure_shape(mask, [ch, cw])
 
 
 def _hue_rotation(theta: tf.Tensor) -> tf.Tensor:
