@@ -111,29 +111,31 @@ class ExportMetadata:
         return cls(**values)
 
 
-def dataset_labels(data_name: str | None, num_classes: int) -> tuple[list[str] | None, Any]:
+def dataset_labels(
+    data_name: str | None,
+    num_classes: int,
+    data_dir: str | None = None,
+    options: dict[str, Any] | None = None,
+) -> tuple[list[str] | None, Any]:
     """Class names and palette of a named data set, or `(None, None)` when unknown.
 
-    Uses `keras_seg.data.info(name)` (falls back to the built-in tables and the synthetic
-    data set); a data set whose class count differs from the model's is ignored.
+    Uses `keras_seg.data.datasets.info(name, data_dir, **options)` (the built-in tables,
+    folder data sets' `classes.txt`, TFDS); the synthetic data set is known without it. A
+    data set whose class count differs from the model's is ignored.
     """
     if not data_name:
         return None, None
-    info = None
+    names, palette = None, None
     try:
-        import keras_seg.data as data
+        from keras_seg.data.datasets import info
 
-        lookup = getattr(data, "info", None)
-        if callable(lookup):
-            info = lookup(data_name)
-        elif lookup is not None and hasattr(lookup, "static_info"):
-            info = lookup.static_info(data_name)
-    except (ImportError, ValueError, KeyError, TypeError):
-        info = None
-    if info is None and data_name == "synthetic":
-        from keras_seg.data import synthetic
+        found = info(data_name, data_dir, **(options or {}))
+        names, palette = list(found.class_names), np.asarray(found.palette)
+    except Exception:  # unknown name, missing classes file, data module absent: fall back
+        if data_name == "synthetic":
+            from keras_seg.data import synthetic
 
-        return list(synthetic.CLASS_NAMES), synthetic.PALETTE
-    if info is None or len(info.class_names) != num_classes:
+            names, palette = list(synthetic.CLASS_NAMES), synthetic.PALETTE
+    if names is None or len(names) != num_classes:
         return None, None
-    return list(info.class_names), np.asarray(info.palette)
+    return names, palette

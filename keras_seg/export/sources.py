@@ -86,8 +86,11 @@ def load_source(path: str | Path, checkpoint: str = "best") -> ExportSource:
         config = yaml.safe_load(config_file.read_text()) or {}
     model = keras.saving.load_model(path, compile=False)
     data = config.get("data")
-    data_name = data.get("name") if isinstance(data, dict) else data
-    names, palette = dataset_labels(data_name, num_classes_of(model))
+    data = data if isinstance(data, dict) else {"name": data}
+    data_name = data.get("name")
+    names, palette = dataset_labels(
+        data_name, num_classes_of(model), data.get("data_dir"), data.get("options")
+    )
     metadata = ExportMetadata.create(
         num_classes_of(model),
         names,
