@@ -17,6 +17,7 @@ import pytest
 
 import keras_seg
 import keras_seg.export
+import keras_seg.models  # noqa: F401  (registers the layers best.keras needs)
 from keras_seg.data import synthetic
 
 SIZE = 64

@@ -23,6 +23,7 @@ from keras_seg import serving
 from keras_seg.data import synthetic
 from keras_seg.export import ExportMetadata
 from keras_seg.export.verify import keras_predict
+from keras_seg.export.verify import to_uint8
 from tests.helpers import random_images
 from tests.helpers import small_model
 
@@ -200,3 +201,18 @@ def test_fixed_size_model_takes_any_size(tmp_path):
     other = serve(images=tf.constant(random_images(2, 40, 24).astype(np.uint8)))
     assert other["class_map"].shape == (2, 40, 24)
     assert other["probabilities"].shape == (2, 40, 24, 3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", keras_seg.list_models())
+def test_every_architecture_exports_a_saved_model_that_matches_keras(name, tmp_path):
+    model = small_model(name, num_classes=3)
+    signatures = tf.saved_model.load(str(keras_seg.export.saved_model(model, tmp_path))).signatures
+    for height, width in [(64, 64), (45, 71)]:
+        x = to_uint8(random_images(2, height, width, seed=height))
+        out = signatures["serving_default"](images=tf.constant(x))
+        ref = keras_predict(model, x)
+        np.testing.assert_allclose(out["probabilities"].numpy(), ref["probabilities"], atol=1e-5)
+        assert np.mean(out["class_map"].numpy() == ref["class_map"]) >= 0.999
+    from_bytes = signatures["serving_bytes"](image_bytes=tf.constant([serving.encode_image(x[1])]))
+    assert np.mean(from_bytes["class_map"].numpy()[0] == ref["class_map"][1]) >= 0.999
