@@ -101,13 +101,21 @@ def train_augment(
     columns = tf.where(flipped, tf.reverse(columns, [0]), columns)
     region = tf.gather(image[y0 : y0 + ylen], columns, axis=1)
     region = tf.cast(region, tf.float32)
+    # Resizing and padding mean-centred pixels makes the padding exactly `mean`; the
+    # centring is folded into the jitter's offset, and clipping (which leaves the padding
+    # alone) comes last.
     if jitter:
-        region = photometric(region, seeds[4], jitter if isinstance(jitter, dict) else None)
-    # Resizing and padding mean-centred pixels makes the padding exactly `mean`.
-    resized = tf.image.resize(region - mean_t, tf.stack([yout, xout]))
+        options = jitter if isinstance(jitter, dict) else None
+        matrix, offset = colour_transform(tf.reduce_mean(region, [0, 1]), seeds[4], options)
+        region = _apply_colour(region, matrix, offset - mean_t)
+    else:
+        region = region - mean_t
+    resized = tf.image.resize(region, tf.stack([yout, xout]))
     pad_x = cw - xout
     paddings = [[0, ch - yout], [tf.where(flipped, pad_x, 0), tf.where(flipped, 0, pad_x)], [0, 0]]
     image = tf.pad(resized, paddings) + mean_t
+    if jitter:
+        image = tf.clip_by_value(image, 0.0, 255.0)
 
     # Mask: the same region by nearest-neighbour index gathers; index h / w is a 255 line.
     rows = _nearest(y0, ylen, yout, ch, h)
@@ -134,16 +142,18 @@ _YIQ = np.array([_GREY, [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], np.flo
 _YIQ_INV = np.linalg.inv(_YIQ).astype(np.float32)
 
 
-def photometric(image: tf.Tensor, seed: tf.Tensor, jitter: dict | None = None) -> tf.Tensor:
-    """Brightness, contrast, saturation and hue jitter of a float `[H, W, 3]` 0..255 image.
+def colour_transform(
+    channel_means: tf.Tensor, seed: tf.Tensor, jitter: dict | None = None
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """The random photometric jitter as `x -> x @ matrix + offset` on RGB 0..255 pixels.
 
-    Each is applied with probability 0.5 with a magnitude drawn from `jitter` (default
-    `JITTER`). All four are linear in RGB, so they are composed into one 3x3 matrix and an
-    offset and applied in one pass (clipped to 0..255 at the end): brightness adds a delta;
-    contrast scales about the mean grey level; saturation blends with the grey image (as
-    torchvision does); hue rotates colours about the grey axis in YIQ space (the
-    luminance-keeping matrix of the SVG/CSS hue-rotate filter) instead of an HSV round trip,
-    which cost several times more per pixel.
+    Brightness, contrast, saturation and hue are each applied with probability 0.5 with a
+    magnitude drawn from `jitter` (default `JITTER`). All four are linear in RGB, so they
+    compose into one 3x3 matrix and an offset, applied in one pass: brightness adds a
+    delta; contrast scales about the mean grey level (from `channel_means`); saturation
+    blends with the grey image (as torchvision does); hue rotates colours about the grey
+    axis in YIQ space (the luminance-keeping matrix of the SVG/CSS hue-rotate filter)
+    instead of an HSV round trip, which cost several times more per pixel.
     """
     jitter = {**JITTER, **(jitter or {})}
     b, (c0, c1), (s0, s1), h = (jitter[k] for k in ("brightness", "contrast", "saturation", "hue"))
@@ -158,12 +168,22 @@ def photometric(image: tf.Tensor, seed: tf.Tensor, jitter: dict | None = None) -
     theta = draw(3, -h * 2 * np.pi, h * 2 * np.pi, 0.0)
     grey = tf.constant(_GREY)
     # x -> x + b -> c x + (1 - c) mean -> S x -> H x, with S = s I + (1 - s) 1 grey^T.
-    mean = tf.reduce_mean(tf.tensordot(image, grey, 1)) + brightness
+    mean = tf.reduce_sum(channel_means * grey) + brightness
     sat = saturation * tf.eye(3) + (1.0 - saturation) * tf.ones([3, 1]) * grey[None]
     matrix = _hue_rotation(theta) @ sat
     offset = tf.linalg.matvec(matrix, tf.fill([3], contrast * brightness + (1 - contrast) * mean))
-    out = tf.tensordot(image, tf.transpose(matrix * contrast), 1) + offset
-    return tf.clip_by_value(out, 0.0, 255.0)
+    return tf.transpose(matrix * contrast), offset
+
+
+def _apply_colour(image: tf.Tensor, matrix: tf.Tensor, offset: tf.Tensor) -> tf.Tensor:
+    flat = tf.reshape(image, [-1, 3]) @ matrix + offset
+    return tf.reshape(flat, tf.shape(image))
+
+
+def photometric(image: tf.Tensor, seed: tf.Tensor, jitter: dict | None = None) -> tf.Tensor:
+    """Photometric jitter (`colour_transform`) of a float `[H, W, 3]` 0..255 image, clipped."""
+    matrix, offset = colour_transform(tf.reduce_mean(image, [0, 1]), seed, jitter)
+    return tf.clip_by_value(_apply_colour(image, matrix, offset), 0.0, 255.0)
 
 
 def fit_and_pad(
@@ -178,11 +198,10 @@ def fit_and_pad(
     shape = tf.cast(tf.shape(mask), tf.float32)
     ratio = tf.minimum(1.0, tf.reduce_min([h, w] / shape))
     new = tf.cast(tf.round(shape * ratio), tf.int32)
-    image = tf.image.resize(tf.cast(image, tf.float32), new, method="bilinear")
+    mean_t = tf.constant(mean, tf.float32)
+    image = tf.image.resize(tf.cast(image, tf.float32) - mean_t, new, method="bilinear")
     mask = tf.image.resize(mask[..., None], new, method="nearest")[..., 0]
     pad = [[0, h - new[0]], [0, w - new[1]]]
-    image = tf.stack(
-        [tf.pad(image[..., c], pad, constant_values=mean[c]) for c in range(3)], axis=-1
-    )
+    image = tf.pad(image, pad + [[0, 0]]) + mean_t
     mask = tf.pad(tf.cast(mask, tf.int32), pad, constant_values=IGNORE_LABEL)
     return tf.ensure_shape(image, [h, w, 3]), tf.ensure_shape(mask, [h, w])
