@@ -35,9 +35,15 @@ class Store:
         raise NotImplementedError
 
     def exists(self, name: str) -> bool:
+        """Whether the file `name` exists."""
+        raise NotImplementedError
+
+    def isdir(self, name: str) -> bool:
+        """Whether `name` is a folder holding at least one file."""
         raise NotImplementedError
 
     def read(self, name: str) -> bytes:
+        """The bytes of file `name`."""
         raise NotImplementedError
 
     def describe(self, name: str) -> str:
@@ -80,12 +86,22 @@ class DirStore(Store):
         return DirStore(self.location, self._full(prefix))
 
 
+_SCANS: dict[tuple, dict] = {}
+
+
 class _ArchiveStore(Store):
     """Shared listing logic: the archive's member names are read once and kept."""
 
     def __init__(self, location, prefix="", members=None):
         super().__init__(location, prefix)
-        self._members = members if members is not None else self._scan()
+        if members is None:
+            # Listing a large archive reads every member header; keep it per file version.
+            stat = os.stat(self.location)
+            key = (type(self).__name__, os.path.abspath(self.location), stat.st_mtime, stat.st_size)
+            if key not in _SCANS:
+                _SCANS[key] = self._scan()
+            members = _SCANS[key]
+        self._members = members
 
     def _scan(self) -> dict:
         raise NotImplementedError
