@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -183,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for option in ("images", "crop", "batch_size", "batches", "repeats"):
         if getattr(args, option) < 1:
             raise SystemExit(f"--{option.replace('_', '-')} must be >= 1")
-    work_dir = args.work_dir or tempfile.mkdtemp(prefix="keras_seg_bench_data_")
+    work_dir = args.work_dir or tempfile.mkdtemp(prefix="keras_seg_bench_data_")  # removed after
     data_dir = args.data_dir
     if data_dir is None:
         print(f"generating {args.images} VOC-like samples in {work_dir} ...", file=sys.stderr)
@@ -193,8 +194,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print("preparing TFDS shards ...", file=sys.stderr)
         prepare("voc2012_segmentation", os.path.join(work_dir, "tfds"), manual_dir=data_dir)
+    from keras_seg.data.readers import voc2012
+
+    images = len(voc2012(data_dir, "train", "raise"))
     settings = {
-        "data_dir": data_dir, "work_dir": work_dir, "images": args.images, "crop": args.crop,
+        "data_dir": data_dir, "work_dir": work_dir, "images": images, "crop": args.crop,
         "batch_size": args.batch_size, "batches": args.batches, "repeats": args.repeats,
         "generated": args.data_dir is None,
     }  # fmt: skip
@@ -204,6 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"measuring {source} on {cores} core(s) ...", file=sys.stderr, flush=True)
             rows.append(_run_isolated(source, cores, settings))
             print(json.dumps(rows[-1]), file=sys.stderr)
+    if args.work_dir is None:
+        shutil.rmtree(work_dir, ignore_errors=True)
     write_report(args.output, "data", settings, rows)
     print(markdown_table(rows))
     return 1 if any("error" in r for r in rows) else 0
