@@ -74,15 +74,22 @@ class ResumableBackup(keras.callbacks.Callback):
         self.global_step = 0
         self.last_saved = 0
 
-    def restore(self, model: keras.Model) -> int:
-        """Load the backup into `model` (and its optimizer); return its global step, 0 if none."""
-        state_path = self.backup_dir / BACKUP_STATE
+    def restore(self, model: keras.Model, backup_dir: str | os.PathLike | None = None) -> int:
+        """Load a backup into `model` (and its optimizer); return its global step, 0 if none.
+
+        Args:
+            model: the compiled model.
+            backup_dir: where to read from (default: where this callback writes). Workers
+                other than the chief write to scratch folders but resume from the chief's.
+        """
+        backup_dir = Path(backup_dir or self.backup_dir)
+        state_path = backup_dir / BACKUP_STATE
         if not state_path.exists():
             return 0
         state = json.loads(state_path.read_text())
         if model.optimizer is not None and not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
-        model.load_weights(self.backup_dir / BACKUP_WEIGHTS)
+        model.load_weights(backup_dir / BACKUP_WEIGHTS)
         self.global_step = self.last_saved = int(state["global_step"])
         return self.global_step
 

@@ -103,14 +103,21 @@ def batches(
     num_classes: int | None = None,
     batch_size: int | None = None,
 ) -> tf.data.Dataset:
-    """Training (augmented, repeated) or validation batches via `keras_seg.data.pipeline`."""
+    """Training or validation batches via `keras_seg.data.pipeline`.
+
+    Training: augmented `data.crop_size` crops of `train.batch_size`, repeated forever.
+    Validation: every image at its original resolution (batches of `eval.batch_size` padded
+    to the largest image with ignored pixels), so the per-epoch validation mIoU measures the
+    same thing as `keras-seg evaluate` in "whole" mode.
+    """
     import keras_seg.data
 
+    default_batch = cfg.train.batch_size if training else cfg.eval.batch_size
     ds = keras_seg.data.pipeline(
         dataset,
         training=training,
-        crop_size=tuple(cfg.data.crop_size),
-        batch_size=batch_size or cfg.train.batch_size,
+        crop_size=tuple(cfg.data.crop_size) if training else None,
+        batch_size=batch_size or default_batch,
         seed=cfg.train.seed,
         num_classes=num_classes,
         repeat=training,

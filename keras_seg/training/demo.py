@@ -5,7 +5,7 @@ Trains with the same `train` as `keras-seg train` (config `DEMO`, identical to
 `.keras`, SavedModel and TFLite, and writes overlay pictures and `metrics.json`:
 
     OUTPUT/run/            the training run (config.yaml, best.keras, logs/, ...)
-    OUTPUT/model.keras     OUTPUT/saved_model/     OUTPUT/model.tflite
+    OUTPUT/model.keras     OUTPUT/saved_model/     OUTPUT/model.tflite   OUTPUT/config.yaml
     OUTPUT/overlays/NN.png image | ground truth | prediction
     OUTPUT/metrics.json    held-out mIoU, per-class IoU, export parity, timings
 """
@@ -142,6 +142,7 @@ def run_demo(
     print(format_table(result, title="held-out synthetic images"))
 
     shutil.copy(run_dir / "best.keras", output / "model.keras")
+    shutil.copy(run_dir / "config.yaml", output / "config.yaml")  # the exports' resolved config
     images, masks = next(iter(held_out.batch(NUM_OVERLAYS).as_numpy_iterator()))
     exports = _export(model, cfg, info, output, images, masks)
     _write_overlays(model, images, masks, info.palette, output / "overlays")

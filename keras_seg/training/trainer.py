@@ -19,6 +19,7 @@ import math
 import shutil
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -137,9 +138,9 @@ def train(
             metrics=[MeanIoU(info.num_classes, ignore_class=info.ignore_label)],
         )
     backup = cb.ResumableBackup(out_dir / "backup", cfg.train.checkpoint_every)
-    start = backup.restore(model)
+    start = backup.restore(model, model_dir / "backup")  # every worker reads the chief's
     if start and verbose:
-        print(f"Resuming from {backup.backup_dir} at step {start} of {cfg.train.steps}")
+        print(f"Resuming from {model_dir / 'backup'} at step {start} of {cfg.train.steps}")
     callbacks = [
         cb.StopOnNaN(backup),  # before the backup: a NaN batch must never be saved
         backup,
@@ -159,16 +160,20 @@ def train(
         start, cfg.train.steps, cfg.train.steps_per_epoch
     ):
         backup.global_step = done
-        h = model.fit(
-            train_ds,
-            validation_data=val_ds,
-            initial_epoch=initial_epoch,
-            epochs=epochs,
-            steps_per_epoch=steps,
-            shuffle=False,  # the pipeline shuffles
-            callbacks=callbacks,
-            verbose=verbose if chief else 0,
-        )
+        with warnings.catch_warnings():
+            # The training data repeat forever, so this Keras warning can only come from a
+            # validation set of unknown length (file readers) reaching its end, as it should.
+            warnings.filterwarnings("ignore", message="Your input ran out of data")
+            h = model.fit(
+                train_ds,
+                validation_data=val_ds,
+                initial_epoch=initial_epoch,
+                epochs=epochs,
+                steps_per_epoch=steps,
+                shuffle=False,  # the pipeline shuffles
+                callbacks=callbacks,
+                verbose=verbose if chief else 0,
+            )
         for key, values in h.history.items():
             history.setdefault(key, []).extend(float(v) for v in values)
         done += (epochs - initial_epoch) * steps

@@ -32,3 +32,4 @@ def test_demo_runs_end_to_end_with_few_steps(tmp_path, capsys):
     assert len(overlays) == 8
     assert cv2.imread(str(overlays[0])).shape == (96, 3 * 96, 3)  # image | truth | prediction
     assert (out / "run" / "config.yaml").exists() and (out / "run" / "best.keras").exists()
+    assert (out / "config.yaml").read_text() == (out / "run" / "config.yaml").read_text()

@@ -41,6 +41,8 @@ def test_train_writes_the_run_files(tmp_path):
     assert len(val) == 2 and metrics["resumed_from_step"] == 0
     assert metrics["best"]["value"] == pytest.approx(max(val))
     assert len(metrics["final_eval"]["per_class"]) == 5
+    # Per-epoch validation runs at original resolution: it matches the full evaluation.
+    assert metrics["final_eval"]["miou"] == pytest.approx(metrics["best"]["value"], rel=1e-4)
     assert metrics["history"]["learning_rate"][-1] == pytest.approx(0.0)  # poly reaches 0
 
     model = keras.saving.load_model(run / "final.keras")  # no custom_objects needed
