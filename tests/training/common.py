@@ -45,7 +45,8 @@ def tiny_config(tmp_path: Path, overrides: list[str] = ()) -> tuple[Path, Config
 def cli_env(**extra: str) -> dict[str, str]:
     """Environment for a `python -m keras_seg` subprocess that imports this checkout."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2", **extra}
-    env.pop("TF_CONFIG", None) if "TF_CONFIG" not in extra else None
+    if "TF_CONFIG" not in extra:
+        env.pop("TF_CONFIG", None)
     return env
 
 
