@@ -5,6 +5,7 @@
 """
 
 from keras_seg.training.callbacks import TrainingDiverged
+from keras_seg.training.demo import run_demo
 from keras_seg.training.evaluation import evaluate_checkpoint
 from keras_seg.training.evaluation import evaluate_model
 from keras_seg.training.evaluation import predict_scores
@@ -19,5 +20,6 @@ __all__ = [
     "load_run",
     "predict_paths",
     "predict_scores",
+    "run_demo",
     "train",
 ]

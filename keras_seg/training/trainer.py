@@ -15,7 +15,6 @@ Re-running with the same `model_dir` resumes from `backup/` at the saved step.
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import tempfile
 import time
@@ -24,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import keras
-import numpy as np
 
 import keras_seg
 from keras_seg.config import Config
@@ -209,9 +207,3 @@ def train(
     if not chief:
         shutil.rmtree(out_dir, ignore_errors=True)
     return result
-
-
-def epoch_seconds(result: dict[str, Any]) -> float:
-    """Median seconds per epoch of a `train` result (validation included)."""
-    times = result["history"].get("epoch_seconds") or [math.nan]
-    return float(np.median(times))

@@ -51,6 +51,21 @@ def test_train_writes_the_run_files(tmp_path):
     assert tuple(out.shape) == (1, 40, 56, 5)
 
 
+def test_median_frequency_class_weights_come_from_the_training_labels(tmp_path):
+    from keras_seg.losses import count_labels
+    from keras_seg.losses import median_frequency_weights
+    from keras_seg.training.trainer import resolve_class_weights
+
+    _, cfg = tiny_config(tmp_path, ["train.class_weights=median_frequency"])
+    info = datasets.class_info(cfg)
+    masks = [m for _, m in datasets.load_split(cfg, "train").as_numpy_iterator()]
+    expected = median_frequency_weights(*count_labels(masks, 5))
+    assert resolve_class_weights(cfg, info, None) == pytest.approx(expected)
+    _, cfg = tiny_config(tmp_path, ["train.class_weights=[1.0, 2.0]"])
+    with pytest.raises(ValueError, match="2 values for 5 classes"):
+        resolve_class_weights(cfg, info, None)
+
+
 def _poison_after(monkeypatch, good_batches: int):
     """Training batches from number `good_batches` on carry NaN pixels."""
     original = datasets.batches
