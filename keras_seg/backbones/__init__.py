@@ -78,12 +78,7 @@ def build_backbone(
 
 
 def _import_backbones() -> None:
-    # Importing each module runs its @register_backbone; modules are added here as they land.
-    import importlib
-
-    for module in ("vgg", "resnet", "mobilenet_v2", "xception"):
-        try:
-            importlib.import_module(f"keras_seg.backbones.{module}")
-        except ModuleNotFoundError as e:
-            if e.name != f"keras_seg.backbones.{module}":
-                raise
+    # Importing each module runs its @register_backbone.
+    from keras_seg.backbones import mobilenet_v2  # noqa: F401
+    from keras_seg.backbones import resnet  # noqa: F401
+    from keras_seg.backbones import vgg  # noqa: F401

@@ -60,7 +60,11 @@ def _folder_info(
     classes_file: str | None = None,
     label_map: dict[int, int] | None = None,
     unmapped: str = "error",
+    **reader_options: Any,
 ) -> DatasetInfo:
+    # Reader options (image_dir, mask_dir, split files, ...) say where files are, not what
+    # the classes are, so `info` accepts the same options as `load` and ignores those.
+    del reader_options
     if unmapped not in _UNMAPPED:
         raise ValueError(f"unmapped must be one of {list(_UNMAPPED)}, got {unmapped!r}")
     class_names = None

@@ -8,6 +8,7 @@ including the palette and the input/output contract).
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import asdict
 from dataclasses import dataclass
 from dataclasses import field
@@ -131,11 +132,22 @@ def dataset_labels(
 
         found = info(data_name, data_dir, **(options or {}))
         names, palette = list(found.class_names), np.asarray(found.palette)
-    except Exception:  # unknown name, missing classes file, data module absent: fall back
-        if data_name == "synthetic":
+    except Exception as error:  # unknown name, missing classes file: generic names, said aloud
+        if data_name != "synthetic":
+            warnings.warn(
+                f"Could not read the class names of data set {data_name!r} ({error}); "
+                "the export uses generic names class_0.. and a default palette",
+                stacklevel=2,
+            )
+        else:
             from keras_seg.data import synthetic
 
             names, palette = list(synthetic.CLASS_NAMES), synthetic.PALETTE
-    if names is None or len(names) != num_classes:
+    if names is not None and len(names) != num_classes:
+        warnings.warn(
+            f"Data set {data_name!r} has {len(names)} classes but the model has {num_classes}; "
+            "the export uses generic names class_0.. and a default palette",
+            stacklevel=2,
+        )
         return None, None
     return names, palette
