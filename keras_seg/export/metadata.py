@@ -18,21 +18,7 @@ from typing import Any
 import numpy as np
 
 import keras_seg
-
-
-def default_palette(num_classes: int) -> np.ndarray:
-    """The PASCAL VOC colour map, the usual default for data sets without their own colours."""
-    # Same bit-interleaving as the VOC devkit's labelcolormap.m (kept here so this module
-    # does not depend on the data package being importable).
-    palette = np.zeros((num_classes, 3), np.uint8)
-    for i in range(num_classes):
-        c, rgb = i, [0, 0, 0]
-        for j in range(8):
-            for k in range(3):
-                rgb[k] |= ((c >> k) & 1) << (7 - j)
-            c >>= 3
-        palette[i] = rgb
-    return palette
+from keras_seg.data.info import voc_palette as default_palette
 
 
 @dataclass

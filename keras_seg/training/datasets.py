@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_seg.config import Config
+from keras_seg.data.info import voc_palette
 
 SYNTHETIC_DEFAULTS = {"num_train": 512, "num_val": 128, "size": 96, "seed": 0}
 
@@ -26,20 +27,6 @@ class ClassInfo:
     class_names: tuple[str, ...]
     palette: np.ndarray  # uint8 [num_classes, 3]
     ignore_label: int = 255
-
-
-def default_palette(num_classes: int) -> np.ndarray:
-    """The PASCAL VOC colour map (bit-interleaved RGB), `uint8 [num_classes, 3]`."""
-    palette = np.zeros((num_classes, 3), np.uint8)
-    for i in range(num_classes):
-        c, r, g, b = i, 0, 0, 0
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        palette[i] = (r, g, b)
-    return palette
 
 
 def _synthetic_options(cfg: Config) -> dict:
@@ -75,7 +62,7 @@ def class_info(cfg: Config, data_dir: str | None = None) -> ClassInfo:
     num_classes = cfg.model.num_classes or len(names)
     names = tuple(names[:num_classes]) + tuple(f"class_{i}" for i in range(len(names), num_classes))
     if palette is None or len(palette) < num_classes:
-        palette = default_palette(num_classes)
+        palette = voc_palette(num_classes)
     return ClassInfo(cfg.data.name, num_classes, names, np.asarray(palette, np.uint8)[:num_classes])
 
 

@@ -16,6 +16,8 @@ import numpy as np
 from keras_seg.config import Config
 from keras_seg.config import EvalConfig
 from keras_seg.config import load_config
+from keras_seg.data.datasets import colorize
+from keras_seg.data.info import voc_palette
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm")
 
@@ -34,13 +36,6 @@ def load_run(path: str | Path) -> tuple[keras.Model, Config | None]:
     model = keras.saving.load_model(path, compile=False)
     config_path = path.parent / "config.yaml"
     return model, load_config(config_path) if config_path.exists() else None
-
-
-def colorize(mask: np.ndarray, palette: np.ndarray) -> np.ndarray:
-    """RGB `uint8 [H, W, 3]` picture of a class-id mask; ids outside the palette are black."""
-    table = np.zeros((256, 3), np.uint8)
-    table[: len(palette)] = np.asarray(palette, np.uint8)[:256]
-    return table[np.asarray(mask, np.uint8)]
 
 
 def overlay(image: np.ndarray, mask: np.ndarray, palette: np.ndarray, alpha: float = 0.5):
@@ -95,7 +90,7 @@ def predict_paths(
 
     model, cfg = load_run(model_path)
     num_classes = model.output_shape[-1]
-    palette, eval_cfg = datasets.default_palette(num_classes), EvalConfig()
+    palette, eval_cfg = voc_palette(num_classes), EvalConfig()
     if cfg is not None:
         eval_cfg = resolved_eval_config(cfg)
         try:
