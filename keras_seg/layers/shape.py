@@ -63,25 +63,28 @@ class ResizeToMatch(keras.layers.Layer):
 
     def __init__(self, interpolation: str = "bilinear", align_corners: bool = False, **kwargs):
         super().__init__(**kwargs)
+        if interpolation not in ("bilinear", "nearest"):
+            raise ValueError(
+                f"interpolation must be 'bilinear' or 'nearest', got {interpolation!r}"
+            )
         self.interpolation = interpolation
         self.align_corners = align_corners
 
     def call(self, inputs):
         x, reference = inputs
         size = tf.shape(reference)[1:3]
-        if self.interpolation == "bilinear":
-            # tf.compat.v1 resize exposes align_corners; both variants are TFLite builtins.
-            out = tf.compat.v1.image.resize_bilinear(
-                x, size, align_corners=self.align_corners, half_pixel_centers=not self.align_corners
-            )
-        elif self.interpolation == "nearest":
-            out = tf.compat.v1.image.resize_nearest_neighbor(
-                x, size, align_corners=self.align_corners, half_pixel_centers=not self.align_corners
-            )
-        else:
-            raise ValueError(
-                f"interpolation must be 'bilinear' or 'nearest', got {self.interpolation!r}"
-            )
+        # The raw ops expose align_corners (tf.image.resize does not) without the deprecation
+        # warning of tf.compat.v1.image; both are TFLite builtins.
+        resize = {
+            "bilinear": tf.raw_ops.ResizeBilinear,
+            "nearest": tf.raw_ops.ResizeNearestNeighbor,
+        }[self.interpolation]
+        out = resize(
+            images=x,
+            size=size,
+            align_corners=self.align_corners,
+            half_pixel_centers=not self.align_corners,
+        )
         return tf.cast(out, self.compute_dtype)
 
     def compute_output_shape(self, input_shapes):
