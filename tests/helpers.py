@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
+import tensorflow as tf
 
 import keras_seg
 
@@ -24,3 +26,16 @@ def random_images(
         .uniform(0, 255, (batch, height, width, channels))
         .astype("float32")
     )
+
+
+def assert_every_variable_gets_a_gradient(model, x: np.ndarray, y: np.ndarray) -> None:
+    """Cross-entropy on `(x, y)` gives every trainable variable a non-zero gradient."""
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    with tf.GradientTape() as tape:
+        loss = loss_fn(y, model(x, training=True))
+    grads = tape.gradient(loss, model.trainable_variables)
+    pairs = list(zip(model.trainable_variables, grads, strict=True))
+    missing = [v.path for v, g in pairs if g is None]
+    assert not missing, f"no gradient for {missing}"
+    zero = [v.path for v, g in pairs if not np.any(g.numpy())]
+    assert not zero, f"all-zero gradient for {zero}"

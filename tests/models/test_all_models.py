@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 import keras_seg
+from tests.helpers import assert_every_variable_gets_a_gradient
 from tests.helpers import random_images
 from tests.helpers import small_model
 
@@ -47,19 +48,9 @@ def test_every_trainable_variable_gets_a_gradient(name):
     model = small_model(name, num_classes=4)
     x = random_images(2, 64, 64)
     y = np.random.default_rng(1).integers(0, 4, (2, 64, 64))
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    with tf.GradientTape() as tape:
-        loss = loss_fn(y, model(x, training=True))
-    grads = tape.gradient(loss, model.trainable_variables)
-    missing = [v.path for v, g in zip(model.trainable_variables, grads, strict=True) if g is None]
-    assert not missing, f"no gradient for {missing}"
-    zero = [
-        v.path
-        for v, g in zip(model.trainable_variables, grads, strict=True)
-        if not np.any(g.numpy())
-    ]
-    assert not zero, f"all-zero gradient for {zero}"
+    assert_every_variable_gets_a_gradient(model, x, y)
     # And one real optimizer step through fit() changes the weights.
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     model.compile(optimizer=keras.optimizers.SGD(0.01), loss=loss_fn)
     before = [w.copy() for w in model.get_weights()]
     history = model.fit(x, y, batch_size=2, epochs=1, verbose=0)

@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 import keras_seg
+from tests.helpers import assert_every_variable_gets_a_gradient
 from tests.helpers import random_images
 
 # Cheap versions of each backbone family, with a small decoder.
@@ -70,12 +71,7 @@ def test_keras_file_round_trip_and_every_variable_trains(tmp_path):
     model = small_unet("resnet34", num_classes=4)
     x = random_images(2, 64, 64)
     y = np.random.default_rng(1).integers(0, 4, (2, 64, 64))
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    with tf.GradientTape() as tape:
-        loss = loss_fn(y, model(x, training=True))
-    grads = tape.gradient(loss, model.trainable_variables)
-    missing = [v.path for v, g in zip(model.trainable_variables, grads, strict=True) if g is None]
-    assert not missing, f"no gradient for {missing}"
+    assert_every_variable_gets_a_gradient(model, x, y)
     path = tmp_path / "unet_resnet34.keras"
     model.save(path)
     loaded = keras.saving.load_model(path)
