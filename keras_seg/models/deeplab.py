@@ -54,6 +54,7 @@ _SMALL_V3 = {"backbone": "mobilenet_v2", "backbone_kwargs": {"alpha": 0.35}, "as
 
 def _deeplab(
     name: str,
+    *,
     decoder: bool,
     num_classes: int,
     input_shape: tuple[int | None, int | None, int],
@@ -154,19 +155,19 @@ def deeplabv3plus(
     """
     return _deeplab(
         "deeplabv3plus",
-        True,
-        num_classes,
-        input_shape,
-        backbone,
-        weights,
-        output_stride,
-        aspp_rates,
-        aspp_filters,
-        aspp_dropout,
-        separable,
-        backbone_kwargs,
-        decoder_filters,
-        low_level_filters,
+        decoder=True,
+        num_classes=num_classes,
+        input_shape=input_shape,
+        backbone=backbone,
+        weights=weights,
+        output_stride=output_stride,
+        aspp_rates=aspp_rates,
+        aspp_filters=aspp_filters,
+        aspp_dropout=aspp_dropout,
+        separable=separable,
+        backbone_kwargs=backbone_kwargs,
+        decoder_filters=decoder_filters,
+        low_level_filters=low_level_filters,
     )
 
 
@@ -205,15 +206,15 @@ def deeplabv3(
     """
     return _deeplab(
         "deeplabv3",
-        False,
-        num_classes,
-        input_shape,
-        backbone,
-        weights,
-        output_stride,
-        aspp_rates,
-        aspp_filters,
-        aspp_dropout,
-        separable,
-        backbone_kwargs,
+        decoder=False,
+        num_classes=num_classes,
+        input_shape=input_shape,
+        backbone=backbone,
+        weights=weights,
+        output_stride=output_stride,
+        aspp_rates=aspp_rates,
+        aspp_filters=aspp_filters,
+        aspp_dropout=aspp_dropout,
+        separable=separable,
+        backbone_kwargs=backbone_kwargs,
     )
