@@ -1,5 +1,3 @@
-import sys
+from keras_seg.cli import run
 
-from keras_seg.cli import main
-
-sys.exit(main())
+run()

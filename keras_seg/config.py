@@ -27,7 +27,8 @@ import yaml
 
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 DISTRIBUTIONS = ("auto", "one_device", "mirrored", "multi_worker")
-LOSSES = ("cross_entropy", "dice", "focal", "top_k")
+#: TFLite quantizations ("none"/null is float32).
+QUANTIZATIONS = ("fp16", "dynamic", "int8")
 
 
 class ConfigError(ValueError):
@@ -84,7 +85,7 @@ class DataConfig:
 class LossTerm:
     """One term of the training loss: `weight * loss(name, **options)`."""
 
-    name: Literal["cross_entropy", "dice", "focal", "top_k"] = "cross_entropy"
+    name: str = "cross_entropy"  # a key of keras_seg.losses.LOSSES
     weight: float = 1.0
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -128,8 +129,8 @@ class TrainConfig:
     decay_norm_and_bias: bool = False
     loss: list[LossTerm] = field(default_factory=lambda: [LossTerm()])
     class_weights: list[float] | Literal["median_frequency"] | None = None
-    precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = "auto"
-    distribution: Literal["auto", "one_device", "mirrored", "multi_worker"] = "auto"
+    precision: Literal[PRECISIONS] = "auto"
+    distribution: Literal[DISTRIBUTIONS] = "auto"
     checkpoint_every: int = 500
     seed: int = 0
 
@@ -166,7 +167,7 @@ class ExportConfig:
     """
 
     formats: list[str] = field(default_factory=lambda: ["keras", "saved_model", "tflite"])
-    tflite_quantize: Literal["fp16", "dynamic", "int8"] | None = None
+    tflite_quantize: Literal[QUANTIZATIONS] | None = None
     input_size: list[int] | None = None
 
 
@@ -219,11 +220,29 @@ def parse_scalar(text: str) -> Any:
 # --- validation -----------------------------------------------------------------------------
 
 
+@dataclass
+class _Origin:
+    """Where config values come from: a file, and `--set` overrides of some keys."""
+
+    path: str
+    overrides: dict[str, str] = field(default_factory=dict)  # dotted key -> "key=value"
+
+    def at(self, key: str) -> str:
+        """`path`, or `--set key=value (over path)` when `key` came from an override."""
+        for dotted, text in self.overrides.items():
+            if key == dotted or key.startswith((f"{dotted}.", f"{dotted}[")):
+                return f"--set {text} (over {self.path})"
+        return self.path
+
+    def __str__(self) -> str:
+        return self.path
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
-def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
+def _convert(value: Any, tp: Any, key: str, source: _Origin) -> Any:
     """Check `value` against type `tp` and build dataclasses; raise ConfigError on mismatch."""
     origin = typing.get_origin(tp)
     if tp is Any:
@@ -235,7 +254,7 @@ def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
                 return _convert(value, option, key, source)
             except ConfigError as e:
                 errors.append(e)
-        raise ConfigError(f"{source}: {key}: expected {_type_name(tp)}, got {value!r}")
+        raise ConfigError(f"{source.at(key)}: {key}: expected {_type_name(tp)}, got {value!r}")
     if tp is type(None):
         if value is None:
             return None
@@ -243,7 +262,8 @@ def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
         if value in typing.get_args(tp):
             return value
         raise ConfigError(
-            f"{source}: {key}: got {value!r}, allowed: {', '.join(map(repr, typing.get_args(tp)))}"
+            f"{source.at(key)}: {key}: got {value!r}, allowed: "
+            f"{', '.join(map(repr, typing.get_args(tp)))}"
         )
     elif dataclasses.is_dataclass(tp):
         if isinstance(value, dict):
@@ -264,11 +284,11 @@ def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
     else:  # pragma: no cover - a schema type this function does not know
         raise TypeError(f"unsupported schema type {tp!r} at {key}")
     raise ConfigError(
-        f"{source}: {key}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}"
+        f"{source.at(key)}: {key}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}"
     )
 
 
-def _build(cls: type, values: dict[str, Any], prefix: str, source: str) -> Any:
+def _build(cls: type, values: dict[str, Any], prefix: str, source: _Origin) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(fields))
@@ -276,7 +296,7 @@ def _build(cls: type, values: dict[str, Any], prefix: str, source: str) -> Any:
     if unknown:
         name = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
         raise ConfigError(
-            f"{source}: unknown key {name!r}; allowed keys {where}: {', '.join(fields)}"
+            f"{source.at(name)}: unknown key {name!r}; allowed keys {where}: {', '.join(fields)}"
         )
     missing = [
         n
@@ -286,7 +306,9 @@ def _build(cls: type, values: dict[str, Any], prefix: str, source: str) -> Any:
         and f.default_factory is dataclasses.MISSING
     ]
     if missing:
-        raise ConfigError(f"{source}: missing required key(s) {where}: {', '.join(missing)}")
+        raise ConfigError(
+            f"{source.at(prefix)}: missing required key(s) {where}: {', '.join(missing)}"
+        )
     kwargs = {
         n: _convert(v, hints[n], f"{prefix}.{n}" if prefix else n, source)
         for n, v in values.items()
@@ -294,7 +316,7 @@ def _build(cls: type, values: dict[str, Any], prefix: str, source: str) -> Any:
     return cls(**kwargs)
 
 
-def _check_values(cfg: Config, source: str) -> None:
+def _check_values(cfg: Config, source: _Origin) -> None:
     """Range checks the types alone do not express."""
     c = cfg
     checks = [
@@ -313,16 +335,21 @@ def _check_values(cfg: Config, source: str) -> None:
     ]
     for key, value, ok in checks:
         if not ok:
-            raise ConfigError(f"{source}: {key}: value {value!r} is out of range")
+            raise ConfigError(f"{source.at(key)}: {key}: value {value!r} is out of range")
     bad = sorted(set(cfg.export.formats) - {"keras", "saved_model", "tflite"})
     if bad:
         raise ConfigError(
-            f"{source}: export.formats: unknown {bad}; allowed: keras, saved_model, tflite"
+            f"{source.at('export.formats')}: export.formats: unknown {bad}; allowed: keras, "
+            "saved_model, tflite"
         )
 
 
-def config_from_dict(values: dict[str, Any], source: str = "<dict>") -> Config:
-    """Validate a nested dict against the schema and return a `Config`."""
+def config_from_dict(values: dict[str, Any], source: str | _Origin = "<dict>") -> Config:
+    """Validate a nested dict against the schema and return a `Config`.
+
+    `source` names where the values came from (a file name) in error messages.
+    """
+    source = source if isinstance(source, _Origin) else _Origin(str(source))
     if not isinstance(values, dict):
         raise ConfigError(f"{source}: expected a mapping at top level, got {type(values).__name__}")
     cfg = _build(Config, values, "", source)
@@ -330,13 +357,22 @@ def config_from_dict(values: dict[str, Any], source: str = "<dict>") -> Config:
     return cfg
 
 
-def apply_overrides(values: dict[str, Any], overrides: Sequence[str], source: str) -> None:
-    """Apply `section.key=value` overrides in place; values are parsed as YAML."""
+def apply_overrides(
+    values: dict[str, Any], overrides: Sequence[str], source: str
+) -> dict[str, str]:
+    """Apply `section.key=value` overrides in place; values are parsed as YAML.
+
+    Returns:
+        `{dotted key: "key=value"}` of the overrides applied.
+    """
+    applied = {}
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like section.key=value")
+            raise ConfigError(f"--set {item!r} must look like section.key=value")
         dotted, text = item.split("=", 1)
-        parts = dotted.strip().split(".")
+        dotted = dotted.strip()
+        applied[dotted] = item
+        parts = dotted.split(".")
         node, cls = values, Config
         for i, part in enumerate(parts):
             last = i == len(parts) - 1
@@ -344,18 +380,25 @@ def apply_overrides(values: dict[str, Any], overrides: Sequence[str], source: st
                 hints = typing.get_type_hints(cls)
                 if part not in hints:
                     raise ConfigError(
-                        f"{source}: --set {dotted}: unknown key {part!r}; allowed: "
+                        f"--set {item} (over {source}): unknown key {part!r}; allowed: "
                         f"{', '.join(hints)}"
                     )
                 tp = hints[part]
                 cls = tp if dataclasses.is_dataclass(tp) else None
             if last:
-                node[part] = parse_scalar(text)
+                try:
+                    node[part] = parse_scalar(text)
+                except yaml.YAMLError as e:
+                    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+                    raise ConfigError(
+                        f"--set {item} (over {source}): the value is not valid YAML ({problem})"
+                    ) from None
             else:
                 child = node.setdefault(part, {})
                 if not isinstance(child, dict):
-                    raise ConfigError(f"{source}: --set {dotted}: {part!r} is not a section")
+                    raise ConfigError(f"--set {item} (over {source}): {part!r} is not a section")
                 node = child
+    return applied
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
@@ -372,12 +415,24 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
         ConfigError: unknown key, wrong type or out-of-range value (names key and file).
     """
     path = Path(path)
-    with open(path) as f:
-        values = yaml.load(f, Loader=_Loader) or {}
+    if not path.is_file():
+        raise ConfigError(
+            f"config file {path} does not exist"
+            if not path.exists()
+            else f"config {path} is not a file"
+        )
+    try:
+        with open(path) as f:
+            values = yaml.load(f, Loader=_Loader) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping at top level")
-    apply_overrides(values, overrides, str(path))
-    return config_from_dict(values, str(path))
+    applied = apply_overrides(values, overrides, str(path))
+    return config_from_dict(values, _Origin(str(path), applied))
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
@@ -160,3 +161,26 @@ def build(
 def _import_models() -> None:
     # Importing the package runs every model module's @register_model.
     import keras_seg.models  # noqa: F401
+
+
+def model_rows(num_classes: int = 21, flops_size: int | None = None) -> Iterator[dict[str, Any]]:
+    """One row per registered model at its default configuration: `model`, `backbone`,
+    `params`, `gflops` (counted on a `flops_size` square image; None skips the count, which
+    traces and freezes each graph) and `description`."""
+    for name in list_models():
+        spec = get_spec(name)
+        model = build(name, num_classes=num_classes)
+        gflops = None
+        if flops_size:
+            from keras_seg.flops import count_flops
+
+            gflops = count_flops(model, flops_size, flops_size) / 1e9
+        yield {
+            "model": name,
+            "backbone": spec.default_backbone or "-",
+            "params": model.count_params(),
+            "gflops": gflops,
+            "description": spec.summary,
+        }
+        del model
+        keras.backend.clear_session()

@@ -10,8 +10,9 @@ from keras_seg.config import ConfigError
 from keras_seg.config import load_config
 from keras_seg.config import parse_scalar
 from keras_seg.config import save_config
-from keras_seg.training.demo import demo_config
-from keras_seg.training.trainer import build_model
+from keras_seg.demo import demo_config
+from keras_seg.runs import build_model
+from keras_seg.runs import check_config
 
 ZOO = Path(__file__).resolve().parents[1] / "zoo_configs"
 ZOO_FILES = sorted(ZOO.glob("*.yaml"))
@@ -56,6 +57,7 @@ def test_zoo_has_the_required_experiments():
 )
 def test_zoo_config_builds_its_pinned_parameter_count(path):
     cfg = load_config(path)
+    check_config(cfg, str(path))  # names and options fit the builders
     assert cfg.name == path.stem
     assert cfg.model.expected_params, f"{path.name} must pin model.expected_params"
     cfg.model.weights = None  # no downloads in tests; the count does not depend on weights
@@ -141,15 +143,64 @@ def test_overrides(tmp_path):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("train.batchsize=8", r"--set train\.batchsize: unknown key 'batchsize'"),
-        ("trian.steps=8", r"unknown key 'trian'"),
-        ("train.batch_size=big", r"train\.batch_size: expected int"),
+        ("train.batchsize=8", r"^--set train\.batchsize=8 \(over .*\): unknown key 'batchsize'"),
+        ("trian.steps=8", r"^--set trian\.steps=8 .*unknown key 'trian'"),
+        (
+            "train.batch_size=big",
+            r"^--set train\.batch_size=big \(over .*cfg\.yaml\): "
+            r"train\.batch_size: expected int",
+        ),
         ("train.batch_size", "must look like section.key=value"),
+        ("data.crop_size=[64, 32", r"^--set data\.crop_size=\[64, 32 .*not valid YAML"),
+        ("model.options={base_filters: 8, depht: 2}", None),
     ],
 )
-def test_bad_overrides(tmp_path, override, message):
+def test_bad_overrides_say_they_came_from_set(tmp_path, override, message):
+    if message is None:  # a builder option: the schema takes any dict, check_config names it
+        cfg = load_config(_write(tmp_path, MINIMAL), [override])
+        with pytest.raises(ConfigError, match=r"model\.options: 'unet' takes no option 'depht'"):
+            check_config(cfg, "config.yaml")
+        return
     with pytest.raises(ConfigError, match=message):
         load_config(_write(tmp_path, MINIMAL), [override])
+
+
+def test_a_bad_value_in_the_file_names_the_file_not_set(tmp_path):
+    path = _write(tmp_path, MINIMAL.replace("batch_size: 2", "batch_size: two"), "bad.yaml")
+    with pytest.raises(ConfigError) as error:
+        load_config(path, ["train.steps=5"])
+    assert str(error.value).startswith(f"{path}: train.batch_size: expected int")
+    assert "--set" not in str(error.value)
+
+
+def test_broken_yaml_and_missing_file_are_one_line(tmp_path):
+    path = _write(tmp_path, MINIMAL + "  steps: [1, 2\n", "broken.yaml")
+    with pytest.raises(ConfigError, match=r"broken\.yaml: not valid YAML \(line \d+, column"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=r"config file .*nothere\.yaml does not exist"):
+        load_config(tmp_path / "nothere.yaml")
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.name=unett", r"x\.yaml: model\.name: Unknown model 'unett'\. Known models: .*unet"),
+        ("model.backbone=resnet35", r"model\.backbone: Unknown backbone 'resnet35'.*resnet34"),
+        ("train.loss=[{name: dice_loss}]", r"train\.loss\[0\]\.name: unknown loss 'dice_loss'"),
+        (
+            "train.loss=[{name: focal, options: {gama: 2}}]",
+            r"train\.loss\[0\]\.options: loss 'focal' takes no option 'gama'; allowed: .*gamma",
+        ),
+        (
+            "data.augment={scale_rang: [1, 2]}",
+            r"data\.augment: no augmentation option 'scale_rang'; allowed: .*scale_range",
+        ),
+    ],
+)
+def test_check_config_checks_names_and_options_against_the_builders(tmp_path, override, message):
+    cfg = load_config(_write(tmp_path, MINIMAL), [override])
+    with pytest.raises(ConfigError, match=message):
+        check_config(cfg, "x.yaml")
 
 
 def test_save_and_load_round_trip(tmp_path):

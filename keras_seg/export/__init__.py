@@ -1,7 +1,8 @@
 """Exports with the pre/post-processing inside: SavedModel (+ TF Serving layout), TFLite, ONNX.
 
 Every export takes raw RGB pixels (or encoded images) and returns class ids and
-probabilities, and `verify` checks it against the Keras model it came from.
+probabilities. Each exporter checks its export against the Keras model it came from
+(`verify`) and refuses it (`ExportMismatch`) when fewer pixels agree than `THRESHOLDS` asks.
 
 Example:
     >>> import keras_seg.export
@@ -17,12 +18,12 @@ from keras_seg.export.onnx_export import onnx
 from keras_seg.export.saved_model_export import SIGNATURES
 from keras_seg.export.saved_model_export import saved_model
 from keras_seg.export.saved_model_export import tfserving
-from keras_seg.export.sources import ExportSource
-from keras_seg.export.sources import load_source
 from keras_seg.export.tflite_export import QUANTIZATIONS
 from keras_seg.export.tflite_export import TFLiteModel
 from keras_seg.export.tflite_export import op_names
 from keras_seg.export.tflite_export import tflite
+from keras_seg.export.verify import THRESHOLDS
+from keras_seg.export.verify import ExportMismatch
 from keras_seg.export.verify import ParityReport
 from keras_seg.export.verify import verify
 
@@ -31,11 +32,11 @@ __all__ = [
     "QUANTIZATIONS",
     "SIGNATURES",
     "ExportMetadata",
-    "ExportSource",
+    "ExportMismatch",
     "OnnxModel",
     "ParityReport",
+    "THRESHOLDS",
     "TFLiteModel",
-    "load_source",
     "onnx",
     "op_names",
     "saved_model",

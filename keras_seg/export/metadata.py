@@ -8,7 +8,6 @@ including the palette and the input/output contract).
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import asdict
 from dataclasses import dataclass
 from dataclasses import field
@@ -19,6 +18,11 @@ import numpy as np
 
 import keras_seg
 from keras_seg.data.info import voc_palette as default_palette
+
+#: SavedModel sub-folder for files that belong with a model but that the graph does not read.
+EXTRA_DIR = "assets.extra"
+#: The JSON file of a SavedModel export (in `EXTRA_DIR`).
+SAVED_MODEL_JSON = "keras_seg.json"
 
 
 @dataclass
@@ -80,7 +84,7 @@ class ExportMetadata:
     def to_dict(self) -> dict[str, Any]:
         return {"keras_seg_version": keras_seg.__version__, **asdict(self)}
 
-    def write(self, directory: str | Path, json_name: str = "keras_seg.json") -> list[Path]:
+    def write(self, directory: str | Path, json_name: str = SAVED_MODEL_JSON) -> list[Path]:
         """Write `labels.txt` and the JSON file into `directory`; returns both paths."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -98,42 +102,10 @@ class ExportMetadata:
         return cls(**values)
 
 
-def dataset_labels(
-    data_name: str | None,
-    num_classes: int,
-    data_dir: str | None = None,
-    options: dict[str, Any] | None = None,
-) -> tuple[list[str] | None, Any]:
-    """Class names and palette of a named data set, or `(None, None)` when unknown.
-
-    Uses `keras_seg.data.datasets.info(name, data_dir, **options)` (the built-in tables,
-    folder data sets' `classes.txt`, TFDS); the synthetic data set is known without it. A
-    data set whose class count differs from the model's is ignored.
-    """
-    if not data_name:
-        return None, None
-    names, palette = None, None
-    try:
-        from keras_seg.data.datasets import info
-
-        found = info(data_name, data_dir, **(options or {}))
-        names, palette = list(found.class_names), np.asarray(found.palette)
-    except Exception as error:  # unknown name, missing classes file: generic names, said aloud
-        if data_name != "synthetic":
-            warnings.warn(
-                f"Could not read the class names of data set {data_name!r} ({error}); "
-                "the export uses generic names class_0.. and a default palette",
-                stacklevel=2,
-            )
-        else:
-            from keras_seg.data import synthetic
-
-            names, palette = list(synthetic.CLASS_NAMES), synthetic.PALETTE
-    if names is not None and len(names) != num_classes:
-        warnings.warn(
-            f"Data set {data_name!r} has {len(names)} classes but the model has {num_classes}; "
-            "the export uses generic names class_0.. and a default palette",
-            stacklevel=2,
-        )
-        return None, None
-    return names, palette
+def metadata_file(export_path: str | Path) -> Path:
+    """The JSON written with an export: `assets.extra/keras_seg.json` of a SavedModel,
+    `<stem>.json` beside a `.tflite`/`.onnx` file."""
+    path = Path(export_path)
+    if path.suffix in (".tflite", ".onnx"):
+        return path.with_suffix(".json")
+    return path / EXTRA_DIR / SAVED_MODEL_JSON

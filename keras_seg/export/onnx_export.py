@@ -15,6 +15,8 @@ import tensorflow as tf
 
 from keras_seg.export import graph
 from keras_seg.export.metadata import ExportMetadata
+from keras_seg.export.verify import default_check_images
+from keras_seg.export.verify import publish_checked
 
 OUTPUTS = ("class_map", "probabilities")
 
@@ -38,14 +40,18 @@ def onnx(
     class_names: list[str] | tuple[str, ...] | None = None,
     palette: Any = None,
     metadata: ExportMetadata | None = None,
+    check_images: Any = None,
+    check_labels: Any = None,
+    allow_mismatch: bool = False,
 ) -> Path:
-    """Export `model` to ONNX; `labels.txt` and `<stem>.json` are written beside it.
+    """Export `model` to ONNX, checked; `labels.txt` and `<stem>.json` are written beside it.
 
     Args:
         model: a keras_seg model.
         path: the `.onnx` file to write.
         opset: ONNX opset; tf2onnx's default when None.
         class_names, palette, metadata: as for `saved_model`.
+        check_images, check_labels, allow_mismatch: as for `keras_seg.export.tflite`.
 
     Returns:
         The `.onnx` path.
@@ -69,13 +75,23 @@ def onnx(
         # Named identities give the ONNX outputs readable names.
         return [tf.identity(out[name], name=name) for name in OUTPUTS]
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tf2onnx.convert.from_function(serve, input_signature=[spec], opset=opset, output_path=str(path))
     meta = metadata or ExportMetadata.create(
         graph.num_classes_of(model), class_names, palette, model_name=model.name
     )
     meta.extra = {**meta.extra, "format": "onnx", "outputs": list(OUTPUTS)}
-    meta.write(path.parent, json_name=f"{path.stem}.json")
+
+    def write(target: Path) -> Path:
+        tf2onnx.convert.from_function(
+            serve, input_signature=[spec], opset=opset, output_path=str(target)
+        )
+        meta.write(target.parent, json_name=f"{target.stem}.json")
+        return target
+
+    if check_images is None:
+        check_images = default_check_images(channels=graph.channels_of(model))
+    path, _ = publish_checked(
+        model, path, write, "onnx", check_images, check_labels, allow_mismatch
+    )
     return path
 
 

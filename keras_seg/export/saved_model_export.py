@@ -29,7 +29,10 @@ import numpy as np
 import tensorflow as tf
 
 from keras_seg.export import graph
+from keras_seg.export.metadata import EXTRA_DIR
 from keras_seg.export.metadata import ExportMetadata
+from keras_seg.export.verify import default_check_images
+from keras_seg.export.verify import publish_checked
 
 SERVING_DEFAULT = "serving_default"
 SERVING_BYTES = "serving_bytes"
@@ -42,7 +45,6 @@ SIGNATURES: dict[str, tuple[str | None, tuple[str, ...]]] = {
     SERVING_BYTES_CLASS_MAP: ("image_bytes", ("class_map", "height", "width")),
     METADATA: (None, ("class_names", "palette")),
 }
-EXTRA_DIR = "assets.extra"
 
 
 def _images_fn(model: keras.Model) -> tf.types.experimental.GenericFunction:
@@ -127,8 +129,15 @@ def saved_model(
     *,
     metadata: ExportMetadata | None = None,
     overwrite: bool = True,
+    check_images: Any = None,
+    check_labels: Any = None,
+    allow_mismatch: bool = False,
 ) -> Path:
-    """Export `model` as a SavedModel with the signatures described in this module.
+    """Export `model` as a SavedModel with the signatures described in this module, checked.
+
+    The SavedModel is published at `path` only when its `serving_default` class maps agree
+    with the Keras model's on at least `THRESHOLDS["saved_model"]` of the pixels of
+    `check_images` (default: generated shapes).
 
     Args:
         model: a keras_seg model (float pixels 0..255 in, logits out).
@@ -137,9 +146,13 @@ def saved_model(
         palette: `[num_classes, 3]` RGB colours; the VOC colour map when omitted.
         metadata: full metadata instead of `class_names`/`palette`.
         overwrite: replace an existing SavedModel at `path`.
+        check_images, check_labels, allow_mismatch: as for `keras_seg.export.tflite`.
 
     Returns:
         The SavedModel directory.
+
+    Raises:
+        ExportMismatch: the export disagrees with the model; nothing is written.
 
     Example:
         >>> keras_seg.export.saved_model(model, "export/unet", class_names=["bg", "cell"])
@@ -166,14 +179,23 @@ def saved_model(
     for name, fn in endpoints.items():
         fn.get_concrete_function()  # trace once so ExportArchive keeps this exact signature
         archive.add_endpoint(name, fn)
-    archive.write_out(str(path), verbose=False)
     meta.extra = {
         **meta.extra,
         "format": "saved_model",
         "signatures": {k: {"input": i, "outputs": list(o)} for k, (i, o) in SIGNATURES.items()},
         "pad_class": graph.PAD_CLASS,
     }
-    meta.write(path / EXTRA_DIR)
+
+    def write(target: Path) -> Path:
+        archive.write_out(str(target), verbose=False)
+        meta.write(target / EXTRA_DIR)
+        return target
+
+    if check_images is None:
+        check_images = default_check_images(channels=graph.channels_of(model))
+    path, _ = publish_checked(
+        model, path, write, "saved_model", check_images, check_labels, allow_mismatch
+    )
     return path
 
 
@@ -187,11 +209,14 @@ def tfserving(
     *,
     metadata: ExportMetadata | None = None,
     overwrite: bool = False,
+    **check: Any,
 ) -> Path:
     """Write the SavedModel into `base_dir/name/version/`, the layout TF Serving scans.
 
     Start the server with `--model_base_path=<abs base_dir>/<name> --model_name=<name>`;
     it serves the highest version number it finds.
+
+    `check` takes `check_images`, `check_labels` and `allow_mismatch` (see `saved_model`).
 
     Returns:
         The version directory.
@@ -202,4 +227,6 @@ def tfserving(
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise ValueError(f"version must be a positive integer, got {version!r}")
     target = Path(base_dir) / name / str(version)
-    return saved_model(model, target, class_names, palette, metadata=metadata, overwrite=overwrite)
+    return saved_model(
+        model, target, class_names, palette, metadata=metadata, overwrite=overwrite, **check
+    )

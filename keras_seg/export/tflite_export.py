@@ -21,10 +21,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_seg.config import QUANTIZATIONS as _NAMED
+from keras_seg.console import native_stderr_captured
 from keras_seg.export import graph
 from keras_seg.export.metadata import ExportMetadata
+from keras_seg.export.verify import default_check_images
+from keras_seg.export.verify import publish_checked
 
-QUANTIZATIONS = (None, "fp16", "dynamic", "int8")
+#: None is float32; the others are `keras_seg.config.QUANTIZATIONS`.
+QUANTIZATIONS = (None, *_NAMED)
 INPUT_DTYPES = ("uint8", "float32", "int8")
 DEFAULT_INPUT_SIZE = (512, 512)
 MAX_CALIBRATION_SAMPLES = 200
@@ -162,8 +167,15 @@ def tflite(
     class_names: list[str] | tuple[str, ...] | None = None,
     palette: Any = None,
     metadata: ExportMetadata | None = None,
+    check_images: Any = None,
+    check_labels: Any = None,
+    allow_mismatch: bool = False,
 ) -> Path:
-    """Export `model` to a `.tflite` file that uses builtin operators only.
+    """Export `model` to a `.tflite` file that uses builtin operators only, checked.
+
+    The file is written only when its class maps agree with the Keras model's on at least
+    `keras_seg.export.verify.THRESHOLDS[quantize or "fp32"]` of the pixels of
+    `check_images` (default: the int8 calibration images, else generated shapes).
 
     Args:
         model: a keras_seg model.
@@ -178,9 +190,15 @@ def tflite(
         input_dtype: "uint8" (raw pixels; default), "float32" (pixels 0..255) or, with
             int8, "int8" (pixel - 128).
         class_names, palette, metadata: written to `labels.txt` and `<stem>.json`.
+        check_images: `[N, H, W, C]` pixels 0..255 to compare export and Keras model on.
+        check_labels: `[N, H, W]` class ids of `check_images`, for the mIoU of both.
+        allow_mismatch: keep an export below its threshold (with a warning).
 
     Returns:
-        The `.tflite` path.
+        The `.tflite` path (its parity report is in `<stem>.json` under `extra.parity`).
+
+    Raises:
+        ExportMismatch: the export disagrees with the model; nothing is written.
 
     Example:
         >>> keras_seg.export.tflite(model, "unet_int8.tflite", "int8", x_val[:64])
@@ -189,12 +207,10 @@ def tflite(
     if path.suffix != ".tflite":
         raise ValueError(f"TFLite path must end with .tflite, got {str(path)!r}")
     content = convert(model, quantize, representative_data, input_size, input_dtype)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(content)
     meta = metadata or ExportMetadata.create(
         graph.num_classes_of(model), class_names, palette, model_name=model.name
     )
-    runner = TFLiteModel(path)
+    runner = TFLiteModel(content)
     meta.extra = {
         **meta.extra,
         "format": "tflite",
@@ -203,7 +219,24 @@ def tflite(
         "outputs": runner.output_details_text(),
         "operators": op_names(content),
     }
-    meta.write(path.parent, json_name=f"{path.stem}.json")
+
+    def write(target: Path) -> Path:
+        target.write_bytes(content)
+        meta.write(target.parent, json_name=f"{target.stem}.json")
+        return target
+
+    if check_images is None:
+        if quantize == "int8":
+            check_images = np.concatenate(
+                calibration_samples(
+                    representative_data, runner.input_size, graph.channels_of(model)
+                )
+            )
+        else:
+            check_images = default_check_images(runner.input_size, graph.channels_of(model))
+    path, _ = publish_checked(
+        model, path, write, quantize or "fp32", check_images, check_labels, allow_mismatch
+    )
     return path
 
 
@@ -215,9 +248,14 @@ def op_names(model: bytes | str | Path) -> list[str]:
 def _interpreter(model: bytes | str | Path, num_threads: int | None = None):
     from ai_edge_litert.interpreter import Interpreter
 
-    if isinstance(model, bytes):
-        return Interpreter(model_content=model, num_threads=num_threads)
-    return Interpreter(model_path=str(model), num_threads=num_threads)
+    # LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate" to descriptor 2.
+    with native_stderr_captured():
+        if isinstance(model, bytes):
+            interpreter = Interpreter(model_content=model, num_threads=num_threads)
+        else:
+            interpreter = Interpreter(model_path=str(model), num_threads=num_threads)
+        interpreter.allocate_tensors()  # applies the delegate (and prints) now
+    return interpreter
 
 
 class TFLiteModel:
@@ -230,7 +268,8 @@ class TFLiteModel:
 
     def __init__(self, model: bytes | str | Path, num_threads: int | None = None):
         self.interpreter = _interpreter(model, num_threads)
-        self.runner = self.interpreter.get_signature_runner("serving_default")
+        with native_stderr_captured():
+            self.runner = self.interpreter.get_signature_runner("serving_default")
         self.input = self.runner.get_input_details()["images"]
         self.input_size = tuple(int(d) for d in self.input["shape"][1:3])
 

@@ -116,35 +116,76 @@ class ResumableBackup(keras.callbacks.Callback):
         self.last_saved = self.global_step
 
 
-class KeepBest(keras.callbacks.ModelCheckpoint):
-    """`ModelCheckpoint(save_best_only=True)` whose best score survives a resume.
+def save_model_only(model: keras.Model, path: str | os.PathLike) -> None:
+    """Save `model` as a `.keras` file without its optimizer state, atomically.
 
-    The best value is stored in `<filepath>.json` and read back as `initial_value_threshold`,
-    so a resumed run does not overwrite a better model with a worse one.
+    Keras 3 writes the optimizer's variables into `.keras` files (`include_optimizer` only
+    applies to legacy `.h5`), which triples the file of an Adam-trained model. The
+    optimizer belongs in the resumable backup, so the saved file holds a clone that has
+    never been compiled.
+    """
+    path = Path(path)
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    tmp = path.with_name(f"tmp.{path.name}")
+    clone.save(tmp)
+    os.replace(tmp, path)
+
+
+class KeepBest(keras.callbacks.Callback):
+    """Save the model (without optimizer) whenever `monitor` reaches a new maximum.
+
+    The best value is stored in `<filepath>.json` and read back, so a resumed run does not
+    overwrite a better model with a worse one.
     """
 
-    def __init__(self, filepath: str | os.PathLike, monitor: str = "val_mean_iou", **kwargs):
+    def __init__(self, filepath: str | os.PathLike, monitor: str = "val_mean_iou"):
+        super().__init__()
+        self.filepath = Path(filepath)
+        self.monitor = monitor
         self.record = Path(f"{filepath}.json")
-        previous = None
+        self.best = -math.inf
         if self.record.exists():
-            previous = json.loads(self.record.read_text()).get("value")
-        super().__init__(
-            str(filepath),
-            monitor=monitor,
-            mode="max",
-            save_best_only=True,
-            initial_value_threshold=previous,
-            verbose=0,
-            **kwargs,
-        )
+            self.best = float(json.loads(self.record.read_text()).get("value", -math.inf))
 
     def on_epoch_end(self, epoch, logs=None):
-        before = self.best
-        super().on_epoch_end(epoch, logs)
-        if self.best != before and not math.isinf(self.best):
-            self.record.write_text(
-                json.dumps({"monitor": self.monitor, "value": float(self.best), "epoch": epoch + 1})
-            )
+        value = (logs or {}).get(self.monitor)
+        if value is None or not math.isfinite(float(value)) or float(value) <= self.best:
+            return
+        self.best = float(value)
+        save_model_only(self.model, self.filepath)
+        self.record.write_text(
+            json.dumps({"monitor": self.monitor, "value": self.best, "epoch": epoch + 1})
+        )
+
+
+class HistoryLog(keras.callbacks.Callback):
+    """Keep every epoch's logs in `path` (JSON `{epoch: logs}`), across resumes.
+
+    A resumed run starts again at the epoch of its backup; epochs it repeats replace the
+    earlier record, so the history always reads as one uninterrupted run.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        super().__init__()
+        self.path = Path(path)
+        self.epochs: dict[int, dict[str, float]] = {}
+        if self.path.exists():
+            self.epochs = {int(k): v for k, v in json.loads(self.path.read_text()).items()}
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs[epoch + 1] = {k: float(v) for k, v in (logs or {}).items()}
+        tmp = self.path.with_name(f"tmp.{self.path.name}")
+        tmp.write_text(json.dumps(self.epochs, indent=1))
+        os.replace(tmp, self.path)
+
+    def history(self) -> dict[str, list[float]]:
+        """`{metric: [value per epoch]}` in epoch order, like `keras.callbacks.History`."""
+        result: dict[str, list[float]] = {}
+        for epoch in sorted(self.epochs):
+            for key, value in self.epochs[epoch].items():
+                result.setdefault(key, []).append(value)
+        return result
 
 
 class EpochExtras(keras.callbacks.Callback):

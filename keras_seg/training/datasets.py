@@ -1,86 +1,10 @@
-"""Data for training and evaluation, from the config's data section.
-
-Real data sets come from `keras_seg.data` (`load`, `info`, `pipeline`). The built-in
-"synthetic" set (`keras_seg.data.synthetic`) is generated here, so the demo and the tests
-need no files.
-"""
+"""Training and validation batches from the config's data section."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import numpy as np
 import tensorflow as tf
 
 from keras_seg.config import Config
-from keras_seg.data.info import voc_palette
-
-SYNTHETIC_DEFAULTS = {"num_train": 512, "num_val": 128, "size": 96, "seed": 0}
-
-
-@dataclass(frozen=True)
-class ClassInfo:
-    """What a data set's labels mean."""
-
-    name: str
-    num_classes: int
-    class_names: tuple[str, ...]
-    palette: np.ndarray  # uint8 [num_classes, 3]
-    ignore_label: int = 255
-
-
-def _synthetic_options(cfg: Config) -> dict:
-    unknown = sorted(set(cfg.data.options) - set(SYNTHETIC_DEFAULTS))
-    if unknown:
-        raise ValueError(
-            f"data.options {unknown} unknown for the synthetic data set; "
-            f"allowed: {', '.join(SYNTHETIC_DEFAULTS)}"
-        )
-    return {**SYNTHETIC_DEFAULTS, **cfg.data.options}
-
-
-# Options of `keras_seg.data.load("folder", ...)` that `keras_seg.data.info` also takes.
-FOLDER_INFO_OPTIONS = ("num_classes", "classes_file", "label_map", "unmapped")
-
-
-def class_info(cfg: Config, data_dir: str | None = None) -> ClassInfo:
-    """Class count, names and palette of the config's data set (model.num_classes wins)."""
-    if cfg.data.name == "synthetic":
-        from keras_seg.data import synthetic
-
-        names, palette = tuple(synthetic.CLASS_NAMES), synthetic.PALETTE
-    else:
-        import keras_seg.data
-
-        options = dict(cfg.data.options)
-        if cfg.data.name == "folder":
-            options = {k: v for k, v in options.items() if k in FOLDER_INFO_OPTIONS}
-        elif not cfg.data.name.startswith("tfds:"):
-            options = {}
-        info = keras_seg.data.info(cfg.data.name, data_dir or cfg.data.data_dir, **options)
-        names, palette = tuple(info.class_names), info.palette
-    num_classes = cfg.model.num_classes or len(names)
-    names = tuple(names[:num_classes]) + tuple(f"class_{i}" for i in range(len(names), num_classes))
-    if palette is None or len(palette) < num_classes:
-        palette = voc_palette(num_classes)
-    return ClassInfo(cfg.data.name, num_classes, names, np.asarray(palette, np.uint8)[:num_classes])
-
-
-def load_split(cfg: Config, split: str, data_dir: str | None = None) -> tf.data.Dataset:
-    """Unbatched `(image uint8 [H, W, 3], mask uint8 [H, W])` pairs at original resolution."""
-    if cfg.data.name == "synthetic":
-        from keras_seg.data import synthetic
-
-        o = _synthetic_options(cfg)
-        if split not in ("train", "val"):
-            raise ValueError(f"synthetic data has splits 'train' and 'val', got {split!r}")
-        (xt, yt), (xv, yv) = synthetic.splits(o["num_train"], o["num_val"], o["size"], o["seed"])
-        x, y = (xt, yt) if split == "train" else (xv, yv)
-        return tf.data.Dataset.from_tensor_slices((x, y))
-    import keras_seg.data
-
-    data_dir = data_dir or cfg.data.data_dir
-    return keras_seg.data.load(cfg.data.name, split, data_dir, **cfg.data.options)
 
 
 def batches(

@@ -14,7 +14,8 @@ import os
 import keras
 import tensorflow as tf
 
-STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
+from keras_seg.config import DISTRIBUTIONS as STRATEGIES
+from keras_seg.config import PRECISIONS
 
 
 def _cluster() -> dict:
@@ -61,6 +62,8 @@ def set_precision(policy: str) -> str:
 
     Under `mixed_float16`, `model.compile` wraps the optimizer in `LossScaleOptimizer`.
     """
+    if policy not in PRECISIONS:
+        raise ValueError(f"Unknown precision {policy!r}; allowed: {', '.join(PRECISIONS)}")
     if policy == "auto":
         policy = "mixed_float16" if tf.config.list_physical_devices("GPU") else "float32"
     keras.mixed_precision.set_global_policy(policy)

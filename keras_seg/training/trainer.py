@@ -7,15 +7,20 @@ Files written to `model_dir` (by the chief only, in multi-worker runs):
     logs/               TensorBoard
     best.keras          best model by validation mIoU (+ best.keras.json with the score)
     final.keras         model after the last step
+    history.json        every epoch's metrics, kept across resumes
     metrics.json        history, best score, timings and the final full-resolution evaluation
+
+The `.keras` files hold the model only (no optimizer state: that lives in `backup/`).
 
 Re-running with the same `model_dir` resumes from `backup/` at the saved step.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
+import sys
 import tempfile
 import time
 import warnings
@@ -24,13 +29,15 @@ from typing import Any
 
 import keras
 
-import keras_seg
+from keras_seg import inference
+from keras_seg import runs
 from keras_seg.config import Config
 from keras_seg.config import save_config
 from keras_seg.losses import build_loss
 from keras_seg.losses import count_labels
 from keras_seg.losses import median_frequency_weights
 from keras_seg.metrics import MeanIoU
+from keras_seg.metrics import format_table
 from keras_seg.training import callbacks as cb
 from keras_seg.training import datasets
 from keras_seg.training.distribution import build_strategy
@@ -41,25 +48,12 @@ from keras_seg.training.schedules import build_optimizer
 MONITOR = "val_mean_iou"
 
 
-def build_model(cfg: Config, num_classes: int) -> keras.Model:
-    """The config's model, with `num_classes` logits and any input size."""
-    return keras_seg.build(
-        cfg.model.name,
-        num_classes=num_classes,
-        input_shape=(None, None, cfg.model.input_channels),
-        backbone=cfg.model.backbone,
-        weights=cfg.model.weights,
-        **cfg.model.options,
-    )
-
-
-def resolve_class_weights(cfg: Config, info: datasets.ClassInfo, data_dir) -> list[float] | None:
+def resolve_class_weights(cfg: Config, info: runs.ClassInfo, data_dir) -> list[float] | None:
     """Config class weights; "median_frequency" counts the training split's labels."""
     weights = cfg.train.class_weights
     if weights == "median_frequency":
         masks = (
-            m
-            for _, m in datasets.load_split(cfg, cfg.data.train_split, data_dir).as_numpy_iterator()
+            m for _, m in runs.load_split(cfg, cfg.data.train_split, data_dir).as_numpy_iterator()
         )
         weights = median_frequency_weights(*count_labels(masks, info.num_classes))
         print("median-frequency class weights:", ", ".join(f"{w:.4f}" for w in weights))
@@ -93,7 +87,7 @@ def train(
     data_dir: str | None = None,
     *,
     final_eval: bool = True,
-    verbose: int | str = "auto",
+    verbose: int | str | None = None,
 ) -> dict[str, Any]:
     """Train `cfg`'s model, resuming from `model_dir/backup` when it exists.
 
@@ -102,7 +96,8 @@ def train(
         model_dir: run folder (see module docstring).
         data_dir: data set folder (overrides `cfg.data.data_dir`).
         final_eval: evaluate `best.keras` on the validation split at full resolution.
-        verbose: Keras `fit` verbosity (progress bar by default).
+        verbose: Keras `fit` verbosity; default a progress bar on a terminal, else one line
+            per epoch (2), so logs written to a file stay readable.
 
     Returns:
         The metrics written to `metrics.json`.
@@ -110,6 +105,8 @@ def train(
     Raises:
         TrainingDiverged: the loss or the weights became NaN/inf (the last backup is kept).
     """
+    if verbose is None:
+        verbose = 1 if sys.stdout.isatty() else 2
     strategy = build_strategy(cfg.train.distribution)  # before any other TF work
     chief = is_chief()
     model_dir = Path(model_dir)
@@ -117,19 +114,23 @@ def train(
     out_dir.mkdir(parents=True, exist_ok=True)
     policy = set_precision(cfg.train.precision)
     keras.utils.set_random_seed(cfg.train.seed)
+    runs.check_config(cfg)
+    if data_dir is not None:  # evaluate/predict/export of this run find the data again
+        cfg = copy.deepcopy(cfg)
+        cfg.data.data_dir = str(Path(data_dir).resolve())
     if chief:
         save_config(cfg, out_dir / "config.yaml")
 
-    info = datasets.class_info(cfg, data_dir)
-    class_weights = resolve_class_weights(cfg, info, data_dir)
+    info = runs.class_info(cfg, data_dir)
     splits = {
-        s: datasets.load_split(cfg, s, data_dir) for s in (cfg.data.train_split, cfg.data.val_split)
+        s: runs.load_split(cfg, s, data_dir) for s in (cfg.data.train_split, cfg.data.val_split)
     }
+    class_weights = resolve_class_weights(cfg, info, data_dir)
     train_ds = datasets.batches(cfg, splits[cfg.data.train_split], True, info.num_classes)
     val_ds = datasets.batches(cfg, splits[cfg.data.val_split], False, info.num_classes)
 
     with strategy.scope():
-        model = build_model(cfg, info.num_classes)
+        model = runs.build_model(cfg, info.num_classes)
         model.compile(
             optimizer=build_optimizer(cfg.train),
             loss=build_loss(cfg.train.loss, class_weights, info.ignore_label),
@@ -139,11 +140,13 @@ def train(
     start = backup.restore(model, model_dir / "backup")  # every worker reads the chief's
     if start and verbose:
         print(f"Resuming from {model_dir / 'backup'} at step {start} of {cfg.train.steps}")
+    history_log = cb.HistoryLog(out_dir / "history.json")
     callbacks = [
         cb.StopOnNaN(backup),  # before the backup: a NaN batch must never be saved
         backup,
         cb.EpochExtras(),
         cb.KeepBest(out_dir / "best.keras", monitor=MONITOR),
+        history_log,
         keras.callbacks.TensorBoard(out_dir / "logs"),
     ]
     print(
@@ -151,7 +154,6 @@ def train(
         f"{info.num_classes} classes, policy {policy}, {strategy.num_replicas_in_sync} replica(s), "
         f"{cfg.train.steps} steps of batch {cfg.train.batch_size}"
     )
-    history: dict[str, list] = {}
     t0 = time.perf_counter()
     done = start
     for initial_epoch, epochs, steps in _fit_segments(
@@ -162,7 +164,7 @@ def train(
             # The training data repeat forever, so this Keras warning can only come from a
             # validation set of unknown length (file readers) reaching its end, as it should.
             warnings.filterwarnings("ignore", message="Your input ran out of data")
-            h = model.fit(
+            model.fit(
                 train_ds,
                 validation_data=val_ds,
                 initial_epoch=initial_epoch,
@@ -172,8 +174,6 @@ def train(
                 callbacks=callbacks,
                 verbose=verbose if chief else 0,
             )
-        for key, values in h.history.items():
-            history.setdefault(key, []).extend(float(v) for v in values)
         done += (epochs - initial_epoch) * steps
     train_seconds = time.perf_counter() - t0
 
@@ -185,23 +185,24 @@ def train(
         "precision": policy,
         "replicas": strategy.num_replicas_in_sync,
         "params": model.count_params(),
-        "history": history,
+        "history": history_log.history(),
     }
     if chief:
-        model.save(out_dir / "final.keras")
+        cb.save_model_only(model, out_dir / "final.keras")
         best_record = out_dir / "best.keras.json"
         if not (out_dir / "best.keras").exists():  # no validation score was ever finite
-            model.save(out_dir / "best.keras")
+            cb.save_model_only(model, out_dir / "best.keras")
         if best_record.exists():
             result["best"] = json.loads(best_record.read_text())
         if final_eval:
-            from keras_seg.training.evaluation import evaluate_model
-
-            best = keras.saving.load_model(out_dir / "best.keras", compile=False)
-            result["final_eval"] = evaluate_model(
-                best, cfg, datasets.load_split(cfg, cfg.data.val_split, data_dir), info
+            best = runs.load_model(out_dir / "best.keras")
+            predictor = inference.Predictor(best, runs.eval_settings(cfg))
+            split = cfg.data.val_split
+            result["final_eval"] = inference.evaluate(
+                predictor, runs.load_split(cfg, split, data_dir), info
             )
-            print(f"full-resolution {cfg.data.val_split} mIoU: {result['final_eval']['miou']:.4f}")
+            title = f"best.keras on {cfg.data.name}/{split} at full resolution"
+            print(format_table(result["final_eval"], title=title))
         (out_dir / "metrics.json").write_text(json.dumps(result, indent=2))
     shutil.rmtree(backup.backup_dir, ignore_errors=True)
     if not chief:

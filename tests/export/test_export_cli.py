@@ -60,17 +60,19 @@ def test_bare_keras_file_gets_generic_class_names(trained, tmp_path, capsys):
         capsys, "--model", str(model_file), "--format", "tflite", "--input-size", "32", "48"
     )
     assert "input  images: uint8 [1x32x48x3]" in text
-    assert "(not its data)" in text and "mIoU" not in text
+    assert "(not the model's data)" in text and "mIoU" not in text
     labels = (tmp_path / "model_export" / "labels.txt").read_text().splitlines()
     assert labels == [f"class_{i}" for i in range(5)]
     assert (tmp_path / "model_export" / "unet_fp32.tflite").exists()
 
 
-def test_missing_model_and_bad_format(tmp_path):
-    with pytest.raises(FileNotFoundError, match="has no best.keras or final.keras"):
-        cli.main(["export", "--model", str(tmp_path), "--format", "saved_model"])
-    with pytest.raises(FileNotFoundError, match="no model at"):
-        cli.main(["export", "--model", str(tmp_path / "x.keras"), "--format", "saved_model"])
+def test_missing_model_and_bad_format(tmp_path, capsys):
+    assert cli.main(["export", "--model", str(tmp_path), "--format", "saved_model"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("keras-seg export: error: ") and len(err.splitlines()) == 1
+    assert "without best.keras or final.keras" in err
+    assert cli.main(["export", "--model", str(tmp_path / "x.keras"), "--format", "tflite"]) == 2
+    assert "no model at" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["export", "--model", "m.keras", "--format", "coreml"])
 

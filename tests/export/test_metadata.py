@@ -7,7 +7,6 @@ import pytest
 import tensorflow as tf
 
 from keras_seg.export import ExportMetadata
-from keras_seg.export.metadata import dataset_labels
 from keras_seg.export.metadata import default_palette
 from keras_seg.export.tflite_export import calibration_samples
 
@@ -39,29 +38,6 @@ def test_metadata_fills_generic_names_and_round_trips(tmp_path):
 def test_metadata_rejects_mismatches(names, palette, match):
     with pytest.raises(ValueError, match=match):
         ExportMetadata.create(2, names, palette)
-
-
-def test_dataset_labels_for_synthetic_and_unknown_data():
-    from keras_seg.data import synthetic
-
-    names, palette = dataset_labels("synthetic", 5)
-    assert names == list(synthetic.CLASS_NAMES)
-    np.testing.assert_array_equal(palette, synthetic.PALETTE)
-    with pytest.warns(UserWarning, match="'synthetic' has 5 classes but the model has 3"):
-        assert dataset_labels("synthetic", 3) == (None, None)  # class count differs: not used
-    with pytest.warns(UserWarning, match="class names of data set 'no_such_data'"):
-        assert dataset_labels("no_such_data", 5) == (None, None)
-    assert dataset_labels(None, 5) == (None, None)
-    voc_names, voc_palette = dataset_labels("voc2012", 21)  # through keras_seg.data's info
-    assert voc_names[0] == "background" and voc_names[15] == "person"
-    assert voc_palette.shape == (21, 3)
-
-
-def test_dataset_labels_of_a_folder_ignore_reader_options(tmp_path):
-    (tmp_path / "classes.txt").write_text("membrane\ncell\n")
-    options = {"image_dir": "image", "mask_dir": "label", "label_map": {0: 0, 255: 1}}
-    names, palette = dataset_labels("folder", 2, str(tmp_path), options)
-    assert names == ["membrane", "cell"] and palette.shape == (2, 3)
 
 
 def test_calibration_accepts_arrays_lists_datasets_and_callables():

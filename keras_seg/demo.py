@@ -19,13 +19,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-import cv2
 import keras
 import numpy as np
 
+from keras_seg import runs
 from keras_seg.config import Config
 from keras_seg.config import config_from_dict
+from keras_seg.data.info import IGNORE_LABEL
+from keras_seg.inference import Predictor
+from keras_seg.inference import evaluate
+from keras_seg.inference import overlay
+from keras_seg.inference import write_rgb
 from keras_seg.metrics import format_table
+from keras_seg.training.trainer import train
 
 DEMO: dict[str, Any] = {
     "name": "demo_synthetic",
@@ -71,81 +77,77 @@ def demo_config(overrides: dict[str, Any] | None = None) -> Config:
     for dotted, value in (overrides or {}).items():
         section, key = dotted.split(".", 1)
         values[section][key] = value
-    return config_from_dict(values, "keras_seg.training.demo.DEMO")
+    return config_from_dict(values, "keras_seg.demo.DEMO")
 
 
-def _export(model: keras.Model, cfg: Config, info, output: Path, images, labels) -> dict:
-    """Write SavedModel and TFLite with `keras_seg.export`; check each against the model."""
+def _export(model: keras.Model, cfg: Config, classes, output: Path, images, labels) -> dict:
+    """Write SavedModel and TFLite with `keras_seg.export`, each gated by its parity check."""
     import keras_seg.export
+    from keras_seg.export.verify import recorded_report
 
     exports: dict[str, Any] = {"keras": str(output / "model.keras")}
-    size = tuple(cfg.export.input_size or cfg.data.crop_size)
-    meta = {"class_names": list(info.class_names), "palette": info.palette}
+    common = {
+        "class_names": list(classes.class_names),
+        "palette": classes.palette,
+        "check_images": images,
+        "check_labels": labels,
+    }
     if "saved_model" in cfg.export.formats:
-        path = keras_seg.export.saved_model(model, output / "saved_model", **meta)
-        exports["saved_model"] = dataclasses.asdict(
-            keras_seg.export.verify(model, path, images, labels)
-        )
+        path = keras_seg.export.saved_model(model, output / "saved_model", **common)
+        exports["saved_model"] = dataclasses.asdict(recorded_report(path))
     if "tflite" in cfg.export.formats:
+        quantize = cfg.export.tflite_quantize
         path = keras_seg.export.tflite(
             model,
             output / "model.tflite",
-            cfg.export.tflite_quantize,
-            images,
-            input_size=size,
-            **meta,
+            quantize,
+            images if quantize == "int8" else None,
+            input_size=tuple(cfg.export.input_size or cfg.data.crop_size),
+            **common,
         )
-        exports["tflite"] = dataclasses.asdict(keras_seg.export.verify(model, path, images, labels))
+        exports["tflite"] = dataclasses.asdict(recorded_report(path))
     return exports
 
 
-def _write_overlays(model, images, masks, palette, folder: Path) -> None:
-    from keras_seg.training.evaluation import _Forward
-    from keras_seg.training.evaluation import predict_scores
-    from keras_seg.training.prediction import overlay
-
+def _write_overlays(predictor: Predictor, images, masks, palette, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    forward = _Forward(model)
     for i, (image, mask) in enumerate(zip(images, masks, strict=True)):
-        pred = predict_scores(forward, image).argmax(-1)
-        truth = overlay(image, np.where(mask == 255, 0, mask), palette)
+        pred = predictor.predict(image)
+        truth = overlay(image, np.where(mask == IGNORE_LABEL, 0, mask), palette)
         row = np.concatenate([image, truth, overlay(image, pred, palette)], axis=1)
-        cv2.imwrite(str(folder / f"{i:02d}.png"), cv2.cvtColor(row, cv2.COLOR_RGB2BGR))
+        write_rgb(folder / f"{i:02d}.png", row)
 
 
 def run_demo(
     output: str | Path = "demo_output",
     overrides: dict[str, Any] | None = None,
-    verbose: int | str = "auto",
+    verbose: int | str | None = None,
 ) -> dict[str, Any]:
     """Train, evaluate, export and draw; return (and write) the metrics.
 
     Args:
         output: output folder (replaced parts: run/, exports, overlays/).
         overrides: demo config changes, e.g. `{"train.steps": 20}` for a smoke test.
-        verbose: Keras progress-bar verbosity.
+        verbose: Keras `fit` verbosity (default: a progress bar on a terminal, else a line
+            per epoch).
     """
-    from keras_seg.training import datasets
-    from keras_seg.training.evaluation import evaluate_model
-    from keras_seg.training.trainer import train
-
     t0 = time.perf_counter()
     cfg = demo_config(overrides)
     output = Path(output)
     run_dir = output / "run"
     shutil.rmtree(run_dir, ignore_errors=True)  # the demo always starts from scratch
     trained = train(cfg, run_dir, final_eval=False, verbose=verbose)
-    model = keras.saving.load_model(run_dir / "best.keras", compile=False)
-    info = datasets.class_info(cfg)
-    held_out = datasets.load_split(cfg, cfg.data.val_split)
-    result = evaluate_model(model, cfg, held_out, info)
+    run = runs.load_run(run_dir)
+    predictor = Predictor(run.model, run.eval_config)
+    held_out = runs.load_split(cfg, cfg.data.val_split)
+    result = evaluate(predictor, held_out, run.classes)
     print(format_table(result, title="held-out synthetic images"))
 
     shutil.copy(run_dir / "best.keras", output / "model.keras")
     shutil.copy(run_dir / "config.yaml", output / "config.yaml")  # the exports' resolved config
     images, masks = next(iter(held_out.batch(NUM_OVERLAYS).as_numpy_iterator()))
-    exports = _export(model, cfg, info, output, images, masks)
-    _write_overlays(model, images, masks, info.palette, output / "overlays")
+    exports = _export(run.model, cfg, run.classes, output, images, masks)
+    _write_overlays(predictor, images, masks, run.classes.palette, output / "overlays")
     metrics = {
         "heldout_miou": result["miou"],
         "heldout_pixel_accuracy": result["pixel_accuracy"],

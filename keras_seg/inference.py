@@ -1,0 +1,305 @@
+"""Run a trained model on images: one `Predictor` used by evaluation, prediction, the demo
+and the export checks.
+
+`Predictor.scores(image)` gives class scores at the image's original resolution:
+  * "whole": one pass over the full image (the models take any size);
+  * "sliding": windows of `window` pixels with `overlap`, logits of overlapping windows
+    averaged (the image is padded bottom/right when smaller than a window);
+  * several `scales` and/or `flip`: each pass's logits are resized back to the image and
+    their softmax probabilities averaged (as DeepLab's multi-scale inference does).
+
+`evaluate_run` and `predict_files` are the `keras-seg evaluate` and `keras-seg predict`
+commands.
+
+Example:
+    >>> run = keras_seg.runs.load_run("runs/unet_voc")
+    >>> class_map = Predictor(run.model, run.eval_config).predict(image)   # int [H, W]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_seg.config import Config
+from keras_seg.config import EvalConfig
+from keras_seg.data import IMAGE_SUFFIXES
+from keras_seg.data import colorize
+from keras_seg.metrics import ConfusionMatrix
+from keras_seg.metrics import format_table
+from keras_seg.runs import ClassInfo
+from keras_seg.runs import class_info
+from keras_seg.runs import eval_settings
+from keras_seg.runs import load_run
+from keras_seg.runs import load_split
+
+
+class Predictor:
+    """A model's logits and class scores for images of any size.
+
+    Args:
+        model: a segmentation `keras.Model` (pixels 0..255 in, logits out).
+        settings: how to predict (`EvalConfig`: mode, window, overlap, scales, flip);
+            default one whole pass.
+    """
+
+    def __init__(self, model: keras.Model, settings: EvalConfig | None = None):
+        self.model = model
+        self.settings = settings or EvalConfig()
+        # One tf.function for every input size (reduce_retracing keeps the traces few).
+        self._forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+
+    @property
+    def channels(self) -> int:
+        return int(self.model.input_shape[-1])
+
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        """float32 logits `[B, H, W, C]` of a batch `[B, H, W, channels]` in one pass."""
+        out = self._forward(tf.convert_to_tensor(images, tf.float32))
+        return out.numpy().astype(np.float32)
+
+    def sliding_logits(self, image: np.ndarray) -> np.ndarray:
+        """Logits `[H, W, C]` averaged over overlapping windows of `settings.window`."""
+        window = self.settings.window
+        if window is None:
+            raise ValueError("eval.mode 'sliding' needs eval.window (or data.crop_size)")
+        return sliding_logits(
+            self.logits, image, window, self.settings.overlap, self.settings.batch_size
+        )
+
+    def scores(self, image: np.ndarray) -> np.ndarray:
+        """Class scores `[H, W, num_classes]` for one image `[H, W, channels]` (pixels 0..255).
+
+        One pass (one scale, no flip) returns logits; several passes return averaged
+        softmax probabilities. Either way `argmax(-1)` is the prediction.
+        """
+        s = self.settings
+        image = np.asarray(image, np.float32)
+        h, w = image.shape[:2]
+        passes = [(scale, f) for scale in s.scales for f in ([False, True] if s.flip else [False])]
+        total = None
+        for scale, flip in passes:
+            x = image[:, ::-1] if flip else image
+            if scale != 1.0:
+                size = (max(1, round(h * scale)), max(1, round(w * scale)))
+                x = tf.image.resize(x, size, method="bilinear").numpy()
+            logits = self.sliding_logits(x) if s.mode == "sliding" else self.logits(x[None])[0]
+            if scale != 1.0:
+                logits = tf.image.resize(logits, (h, w), method="bilinear").numpy()
+            if flip:
+                logits = logits[:, ::-1]
+            if len(passes) == 1:
+                return logits
+            probs = tf.nn.softmax(logits, axis=-1).numpy()
+            total = probs if total is None else total + probs
+        return total / len(passes)
+
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        """Class ids `int32 [H, W]` for one image."""
+        return self.scores(image).argmax(-1).astype(np.int32)
+
+
+def window_starts(size: int, window: int, stride: int) -> list[int]:
+    """Window offsets covering `0..size` with the last window flush with the end."""
+    if size <= window:
+        return [0]
+    starts = list(range(0, size - window + 1, stride))
+    if starts[-1] != size - window:
+        starts.append(size - window)
+    return starts
+
+
+def sliding_logits(
+    forward: Callable[[np.ndarray], np.ndarray],
+    image: np.ndarray,
+    window: Sequence[int],
+    overlap: float = 0.25,
+    batch_size: int = 4,
+) -> np.ndarray:
+    """Average the logits of overlapping `window`-sized crops of `image [H, W, C]`.
+
+    `forward` maps a batch of crops to logits (e.g. `Predictor.logits`).
+    """
+    h, w = image.shape[:2]
+    wh, ww = int(window[0]), int(window[1])
+    ph, pw = max(h, wh), max(w, ww)
+    if (ph, pw) != (h, w):
+        image = np.pad(image, ((0, ph - h), (0, pw - w), (0, 0)))
+    sh = max(1, math.ceil(wh * (1 - overlap)))
+    sw = max(1, math.ceil(ww * (1 - overlap)))
+    boxes = [(y, x) for y in window_starts(ph, wh, sh) for x in window_starts(pw, ww, sw)]
+    total = count = None
+    for i in range(0, len(boxes), batch_size):
+        chunk = boxes[i : i + batch_size]
+        logits = forward(np.stack([image[y : y + wh, x : x + ww] for y, x in chunk]))
+        if total is None:
+            total = np.zeros((ph, pw, logits.shape[-1]), np.float32)
+            count = np.zeros((ph, pw, 1), np.float32)
+        for (y, x), out in zip(chunk, logits, strict=True):
+            total[y : y + wh, x : x + ww] += out
+            count[y : y + wh, x : x + ww] += 1
+    return (total / count)[:h, :w]
+
+
+# --- evaluation --------------------------------------------------------------------------------
+
+
+def evaluate(
+    predictor: Predictor,
+    dataset: tf.data.Dataset,
+    classes: ClassInfo,
+    max_images: int | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Confusion-matrix metrics over unbatched `(image, mask)` pairs at original resolution.
+
+    Returns:
+        `ConfusionMatrix.result` (per-class IoU, mIoU, pixel accuracy, ...) plus the
+        confusion matrix and the prediction settings.
+    """
+    cm = ConfusionMatrix(classes.num_classes, classes.ignore_label)
+    bar = keras.utils.Progbar(max_images, unit_name="image") if progress else None
+    for i, (image, mask) in enumerate(dataset.as_numpy_iterator()):
+        if max_images is not None and i >= max_images:
+            break
+        cm.update(mask, predictor.predict(image))
+        if bar:
+            bar.update(i + 1)
+    result = cm.result(classes.class_names)
+    result["confusion_matrix"] = cm.matrix.tolist()
+    s = predictor.settings
+    result["eval"] = {
+        "mode": s.mode,
+        "window": s.window,
+        "overlap": s.overlap,
+        "scales": s.scales,
+        "flip": s.flip,
+    }
+    return result
+
+
+def evaluate_run(
+    cfg: Config | None,
+    checkpoint: str | Path,
+    data_dir: str | None = None,
+    split: str | None = None,
+    output: str | Path | None = None,
+    max_images: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """`keras-seg evaluate`: print a per-class IoU table and write it as JSON.
+
+    Args:
+        cfg: the experiment (data set, eval settings); None takes the run's `config.yaml`.
+        checkpoint: a `.keras` file or a training run folder (its `best.keras`).
+        data_dir: data folder (overrides `cfg.data.data_dir`).
+        split: split to evaluate (default `cfg.data.val_split`).
+        output: JSON path (default `<checkpoint folder>/eval_<split>.json`).
+        max_images: evaluate only the first N images.
+        progress: show a progress bar.
+    """
+    run = load_run(checkpoint, data_dir=data_dir)
+    cfg = cfg or run.config
+    if cfg is None:
+        raise ValueError(
+            f"{checkpoint} has no config.yaml beside it: give --config with the data set"
+        )
+    classes = class_info(cfg, data_dir, int(run.model.output_shape[-1]))
+    split = split or cfg.data.val_split
+    predictor = Predictor(run.model, eval_settings(cfg))
+    result = evaluate(predictor, load_split(cfg, split, data_dir), classes, max_images, progress)
+    result.update({"config": cfg.name, "checkpoint": str(checkpoint), "split": split})
+    print(format_table(result, title=f"{cfg.name} on {cfg.data.name}/{split}"))
+    folder = run.run_dir or run.model_path.parent
+    output = Path(output) if output else folder / f"eval_{split}.json"
+    output.write_text(json.dumps(result, indent=2))
+    print(f"wrote {output}")
+    return result
+
+
+# --- prediction files ----------------------------------------------------------------------
+
+
+def read_image(path: str | Path, channels: int = 3) -> np.ndarray:
+    """An RGB (or grayscale for 1-channel models) `uint8 [H, W, C]` image."""
+    flag = cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR
+    image = cv2.imread(str(path), flag)
+    if image is None:
+        raise ValueError(f"cannot read image {path} (not an image file, or corrupt)")
+    return image[..., None] if channels == 1 else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def image_files(path: str | Path) -> list[Path]:
+    """The image itself, or the images (by suffix, sorted) in a folder."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {path}")
+        return files
+    if not path.exists():
+        raise FileNotFoundError(f"input {path} does not exist")
+    return [path]
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, palette: np.ndarray, alpha: float = 0.5):
+    """Blend the colourised mask over an RGB image: `(1 - alpha) * image + alpha * colours`."""
+    image = np.asarray(image, np.uint8)
+    if image.ndim == 2 or image.shape[-1] == 1:
+        image = cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2RGB)
+    return cv2.addWeighted(image, 1 - alpha, colorize(mask, palette), alpha, 0)
+
+
+def write_rgb(path: str | Path, image: np.ndarray) -> None:
+    """Write an RGB (or grey) uint8 image; the suffix picks the format."""
+    image = np.asarray(image, np.uint8)
+    if image.ndim == 3 and image.shape[-1] == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    if not cv2.imwrite(str(path), image):
+        raise OSError(f"cannot write {path}")
+
+
+def predict_files(
+    model_path: str | Path,
+    input_path: str | Path,
+    output_dir: str | Path,
+    alpha: float = 0.5,
+) -> list[Path]:
+    """Write `<stem>.png` (class ids) and `<stem>_overlay.png` for each input image.
+
+    The run's config (if any) gives the palette and the prediction settings (sliding
+    window, scales, flip).
+
+    Args:
+        model_path: `.keras` file or training run folder.
+        input_path: one image or a folder of images.
+        output_dir: created if missing.
+        alpha: overlay opacity of the class colours.
+
+    Returns:
+        The written files.
+    """
+    run = load_run(model_path)
+    files = image_files(input_path)
+    predictor = Predictor(run.model, run.eval_config)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in files:
+        image = read_image(path, predictor.channels)
+        pred = predictor.predict(image).astype(np.uint8)
+        ids, over = output_dir / f"{path.stem}.png", output_dir / f"{path.stem}_overlay.png"
+        write_rgb(ids, pred)
+        write_rgb(over, overlay(image, pred, run.classes.palette, alpha))
+        written += [ids, over]
+    print(f"wrote {len(written)} files to {output_dir}")
+    return written
