@@ -141,7 +141,8 @@ def convert(
         archive = keras.export.ExportArchive()
         archive.add_endpoint("serving_default", serve)
         archive.write_out(saved_dir, verbose=False)
-        content = _converter(saved_dir, quantize, samples, input_dtype).convert()
+        with native_stderr_captured():  # the converter logs its settings to descriptor 2
+            content = _converter(saved_dir, quantize, samples, input_dtype).convert()
     non_builtin = [op for op in op_names(content) if op.startswith("Flex") or op == "CUSTOM"]
     if non_builtin:
         raise RuntimeError(f"{model.name}: TFLite model needs non-builtin ops {non_builtin}")

@@ -71,6 +71,29 @@ def test_mixed_precision(name, policy):
     assert np.isfinite(out.numpy()).all()
 
 
+@pytest.mark.parametrize("name", MODELS)
+def test_logits_layers_compute_in_float32_under_mixed_precision(name):
+    """The layers that make class scores run in float32 (not only a final cast).
+
+    The model's output is float32 whatever the layers do, because the final crop casts; so
+    this looks at every layer with weights whose output has the class channels.
+    """
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    num_classes = 7  # a count no other layer of the small configs has
+    model = small_model(name, num_classes=num_classes)
+    heads = [
+        layer
+        for layer in model.layers
+        if layer.weights
+        and isinstance(layer.output, keras.KerasTensor)  # not a nested backbone's pyramid
+        and layer.output.shape[-1] == num_classes
+    ]
+    assert heads, f"{name}: no layer with weights makes {num_classes} channels"
+    wrong = {layer.name: layer.compute_dtype for layer in heads if layer.compute_dtype != "float32"}
+    assert not wrong, f"{name}: logits layers computing in reduced precision: {wrong}"
+    assert {layer.output.dtype for layer in heads} == {"float32"}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [n for n in MODELS if keras_seg.get_spec(n).paper_params])
 def test_parameter_count_matches_paper(name):

@@ -1,0 +1,180 @@
+"""Every registered model through the commands a user runs, each in a fresh process.
+
+For each model (registry-driven: a new architecture is picked up without edits), on a data
+set written in the `folder` layout (JPEG images, PNG masks, split lists, classes.txt):
+`keras-seg train` for enough steps to give meaningful predictions, then, each in a new
+interpreter, `keras-seg evaluate`, `keras-seg predict` and `keras-seg export` to SavedModel,
+TF Serving and TFLite fp32/fp16/dynamic/int8, whose parity gates must all pass. Also: user
+mistakes end with one line on stderr and exit code 2, and no command prints TensorFlow's
+start-up lines.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import cv2
+import pytest
+import yaml
+
+import keras_seg
+from keras_seg.data import synthetic
+from tests.training.common import CLI
+from tests.training.common import cli_env
+
+SIZE = 64
+NUM_TRAIN, NUM_VAL = 48, 16
+#: Training recipe of the small configs: enough for confident predictions on the shapes.
+RECIPE = {"steps": 150, "learning_rate": 3e-3, "batch_size": 8}
+#: Per-model changes to the recipe (more steps where a model learns slower).
+RECIPE_BY_MODEL: dict[str, dict] = {}
+#: The least held-out mIoU that counts as "meaningful predictions" (chance is about 0.2).
+MIN_MIOU = 0.5
+#: Lines TensorFlow's native libraries print at start-up; none may reach the user.
+STARTUP_NOISE = ("absl::InitializeLog", "oneDNN custom operations", "cuda drivers", "cuInit")
+
+
+def run_cli(*args: str, cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
+    done = subprocess.run(
+        [*CLI, *args], cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=timeout
+    )
+    for noise in STARTUP_NOISE:
+        assert noise not in done.stderr, f"start-up noise in {args[0]}: {done.stderr[:2000]}"
+    return done
+
+
+def write_folder_dataset(root: Path) -> Path:
+    """Synthetic shapes in the `folder` layout: images/*.jpg, masks/*.png, train/val lists."""
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    images, masks = synthetic.make_dataset(NUM_TRAIN + NUM_VAL, size=SIZE, seed=7)
+    stems = [f"shape_{i:03d}" for i in range(len(images))]
+    for stem, image, mask in zip(stems, images, masks, strict=True):
+        bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+        cv2.imwrite(str(root / "images" / f"{stem}.jpg"), bgr, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        cv2.imwrite(str(root / "masks" / f"{stem}.png"), mask)
+    (root / "train.txt").write_text("\n".join(stems[:NUM_TRAIN]) + "\n")
+    (root / "val.txt").write_text("\n".join(stems[NUM_TRAIN:]) + "\n")
+    (root / "classes.txt").write_text("\n".join(synthetic.CLASS_NAMES) + "\n")
+    return root
+
+
+def write_config(path: Path, model: str) -> Path:
+    recipe = {**RECIPE, **RECIPE_BY_MODEL.get(model, {})}
+    options = dict(keras_seg.get_spec(model).small_config)
+    config = {
+        "name": f"{model}_shapes",
+        "model": {"name": model, "backbone": options.pop("backbone", None), "options": options},
+        "data": {
+            "name": "folder",
+            "crop_size": [SIZE, SIZE],
+            "augment": {"scale_range": [0.75, 1.25], "jitter": False},
+        },
+        "train": {
+            "batch_size": recipe["batch_size"],
+            "steps": recipe["steps"],
+            "steps_per_epoch": recipe["steps"] // 2,
+            "optimizer": "adamw",
+            "learning_rate": recipe["learning_rate"],
+            "weight_decay": 1.0e-4,
+            "precision": "float32",
+            "distribution": "one_device",
+            "checkpoint_every": recipe["steps"],
+        },
+    }
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return write_folder_dataset(tmp_path_factory.mktemp("shapes"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", keras_seg.list_models())
+def test_train_evaluate_predict_export_in_fresh_processes(model, dataset, tmp_path):
+    config = write_config(tmp_path / "config.yaml", model)
+    run = tmp_path / "run"
+
+    done = run_cli("train", "--config", str(config), "--data-dir", str(dataset),
+                   "--model-dir", str(run), cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    for name in ["config.yaml", "best.keras", "final.keras", "metrics.json", "history.json"]:
+        assert (run / name).exists(), name
+    assert "at full resolution" in done.stdout and "triangle" in done.stdout
+    assert "━" not in done.stdout, "no progress bars when the output is not a terminal"
+
+    done = run_cli("evaluate", "--checkpoint", str(run), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((run / "eval_val.json").read_text())
+    assert result["num_pixels"] == NUM_VAL * SIZE * SIZE
+    assert [r["name"] for r in result["per_class"]] == list(synthetic.CLASS_NAMES)
+    assert result["miou"] >= MIN_MIOU, f"{model} did not learn: mIoU {result['miou']:.3f}"
+
+    images = dataset / "images"
+    done = run_cli("predict", "--model", str(run), "--input", str(images),
+                   "--output", str(tmp_path / "pred"), cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    ids = cv2.imread(str(tmp_path / "pred" / "shape_050.png"), cv2.IMREAD_UNCHANGED)
+    assert ids.shape == (SIZE, SIZE) and ids.max() < len(synthetic.CLASS_NAMES)
+    assert (tmp_path / "pred" / "shape_050_overlay.png").exists()
+    assert len(list((tmp_path / "pred").glob("*.png"))) == 2 * (NUM_TRAIN + NUM_VAL)
+
+    done = run_cli("export", "--model", str(run), "--format", "saved_model", "tfserving",
+                   "tflite", "--quantize", "none", "fp16", "dynamic", "int8", cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, f"{model}: {done.stderr[-3000:]}\n{done.stdout[-3000:]}"
+    export = run / "export"
+    assert (export / "saved_model" / "saved_model.pb").exists()
+    assert (export / "serving" / model / "1" / "saved_model.pb").exists()
+    agreement = {}
+    for q in ("fp32", "fp16", "dynamic", "int8"):
+        tflite = export / f"{model}_{q}.tflite"
+        assert tflite.exists(), q
+        parity = json.loads(tflite.with_suffix(".json").read_text())["extra"]["parity"]
+        assert parity["pixel_agreement"] >= parity["threshold"]
+        assert parity["keras_miou"] is not None, "checked on the run's labelled val images"
+        agreement[q] = parity["pixel_agreement"]
+    print(model, {q: f"{100 * a:.2f}%" for q, a in agreement.items()})
+
+
+def _stderr_line(done: subprocess.CompletedProcess) -> str:
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    return lines[0]
+
+
+def test_user_mistakes_end_with_one_line_and_exit_code_2(dataset, tmp_path):
+    config = write_config(tmp_path / "config.yaml", "unet")
+    run = tmp_path / "run"
+    cases = [
+        (["train", "--config", str(config), "--model-dir", str(run), "--set",
+          "train.batch_size=eight"], r"--set train.batch_size=eight \(over .*config.yaml\): "
+         r"train.batch_size: expected int"),
+        (["train", "--config", str(config), "--model-dir", str(run), "--set",
+          "model.name=unett"], r"config.yaml: model.name: Unknown model 'unett'"),
+        (["train", "--config", str(tmp_path / "missing.yaml"), "--model-dir", str(run)],
+         r"config file .*missing.yaml does not exist"),
+        (["evaluate", "--checkpoint", str(tmp_path / "nothing")],
+         r"no model at .*nothing"),
+        (["predict", "--model", str(tmp_path), "--input", str(dataset), "--output",
+          str(tmp_path / "p")], r"folder without best.keras or final.keras"),
+    ]  # fmt: skip
+    import re
+
+    for args, pattern in cases:
+        done = run_cli(*args, cwd=tmp_path)
+        assert done.returncode == 2, (args, done.stderr)
+        line = _stderr_line(done)
+        assert line.startswith(f"keras-seg {args[0]}: error: "), line
+        assert re.search(pattern, line), line
+        assert "Traceback" not in done.stderr
+    assert not run.exists(), "nothing is written before the config is checked"
+
+
+def test_help_is_quiet(tmp_path):
+    done = run_cli("--help", cwd=tmp_path)
+    assert done.returncode == 0 and "train" in done.stdout
+    assert done.stderr == ""
