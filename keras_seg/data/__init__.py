@@ -15,7 +15,10 @@ from keras_seg.data.datasets import load
 from keras_seg.data.datasets import names
 from keras_seg.data.info import IGNORE_LABEL
 from keras_seg.data.info import DatasetInfo
+from keras_seg.data.errors import DataError
 from keras_seg.data.pipeline import pipeline
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm")
 
 __all__ = [
     "IGNORE_LABEL",

@@ -42,6 +42,9 @@ def info(name: str, data_dir: str | os.PathLike | None = None, **options: Any) -
     Returns:
         A `DatasetInfo` (`name`, `num_classes`, `class_names`, `palette`, `ignore_label`, ...).
     """
+    if name == "synthetic":
+        from keras_seg.data import synthetic
+        return DatasetInfo("synthetic", 5, tuple(synthetic.CLASS_NAMES), synthetic.PALETTE, splits=("train", "val"))
     if name.startswith(TFDS_PREFIX):
         from keras_seg.data.tfds_data import tfds_info
 
@@ -153,6 +156,12 @@ def load(
     Example:
         >>> ds = keras_seg.data.load("voc2012", "train", "/data/voc")
     """
+    if name == "synthetic":
+        from keras_seg.data import synthetic
+        o = {"num_train": 512, "num_val": 128, "size": 96, "seed": 0, **options}
+        (xt, yt), (xv, yv) = synthetic.splits(o["num_train"], o["num_val"], o["size"], o["seed"])
+        x, y = (xt, yt) if split == "train" else (xv, yv)
+        return tf.data.Dataset.from_tensor_slices((x, y))
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
     if name.startswith(TFDS_PREFIX):

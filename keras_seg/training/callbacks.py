@@ -121,11 +121,11 @@ def save_model_only(model: keras.Model, path: str | os.PathLike) -> None:
 
     Keras 3 writes the optimizer's variables into `.keras` files (`include_optimizer` only
     applies to legacy `.h5`), which triples the file of an Adam-trained model. The
-    optimizer belongs in the resumable backup, so the saved file holds a clone that has
-    never been compiled.
+    optimizer belongs in the resumable backup, so the saved file holds a copy built from the
+    model's config, never compiled (`clone_model` would compile it like the original).
     """
     path = Path(path)
-    clone = keras.models.clone_model(model)
+    clone = type(model).from_config(model.get_config())
     clone.set_weights(model.get_weights())
     tmp = path.with_name(f"tmp.{path.name}")
     clone.save(tmp)
