@@ -5,6 +5,8 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras_seg  # noqa: E402,F401  (first: it keeps TensorFlow's start-up lines quiet)
+
+# isort: split
 import keras  # noqa: E402
 import pytest  # noqa: E402
 
