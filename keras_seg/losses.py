@@ -17,7 +17,7 @@ import keras
 import numpy as np
 from keras import ops
 
-IGNORE_LABEL = 255
+from keras_seg.data.info import IGNORE_LABEL
 
 
 def _labels_and_valid(y_true, logits, ignore_label: int):

@@ -19,7 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-IGNORE_LABEL = 255
+from keras_seg.data.info import IGNORE_LABEL
 
 
 def confusion_matrix(
