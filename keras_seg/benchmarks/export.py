@@ -77,8 +77,13 @@ def bench_model(name: str, args, workdir: Path) -> dict[str, Any]:
     floats = batch.astype("float32")
     result["keras"] = _throughput(lambda: model.predict_on_batch(floats), args.batch, args)
 
+    from keras_seg.export.verify import recorded_report
+
+    # Random weights: the parity gates check trained models (tests); here only speed counts,
+    # so an untrained model's int8 disagreement is allowed (and stays in the JSON).
+    gate = {"allow_mismatch": True}
     start = time.perf_counter()
-    sm_path = export.saved_model(model, workdir / f"{name}_saved_model")
+    sm_path = export.saved_model(model, workdir / f"{name}_saved_model", **gate)
     serve = tf.saved_model.load(str(sm_path)).signatures["serving_default"]
     pixels = tf.constant(batch)
     result["saved_model"] = {
@@ -99,8 +104,10 @@ def bench_model(name: str, args, workdir: Path) -> dict[str, Any]:
                 q,
                 images[: args.calibration] if q == "int8" else None,
                 input_size=size,
+                **gate,
             )
             entry.update(convert_s=time.perf_counter() - start, size_mib=_size_mib(path))
+            entry["pixel_agreement"] = recorded_report(path).pixel_agreement
             entry["latency"] = {}
             for threads in args.threads:
                 runner = export.TFLiteModel(path, num_threads=threads)

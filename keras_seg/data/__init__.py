@@ -13,9 +13,9 @@ from keras_seg.data.datasets import colorize
 from keras_seg.data.datasets import info
 from keras_seg.data.datasets import load
 from keras_seg.data.datasets import names
+from keras_seg.data.errors import DataError
 from keras_seg.data.info import IGNORE_LABEL
 from keras_seg.data.info import DatasetInfo
-from keras_seg.data.errors import DataError
 from keras_seg.data.pipeline import pipeline
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm")

@@ -44,7 +44,10 @@ def info(name: str, data_dir: str | os.PathLike | None = None, **options: Any) -
     """
     if name == "synthetic":
         from keras_seg.data import synthetic
-        return DatasetInfo("synthetic", 5, tuple(synthetic.CLASS_NAMES), synthetic.PALETTE, splits=("train", "val"))
+
+        return DatasetInfo(
+            "synthetic", 5, tuple(synthetic.CLASS_NAMES), synthetic.PALETTE, splits=("train", "val")
+        )
     if name.startswith(TFDS_PREFIX):
         from keras_seg.data.tfds_data import tfds_info
 
@@ -158,6 +161,7 @@ def load(
     """
     if name == "synthetic":
         from keras_seg.data import synthetic
+
         o = {"num_train": 512, "num_val": 128, "size": 96, "seed": 0, **options}
         (xt, yt), (xv, yv) = synthetic.splits(o["num_train"], o["num_val"], o["size"], o["seed"])
         x, y = (xt, yt) if split == "train" else (xv, yv)
