@@ -178,3 +178,18 @@ def test_help_is_quiet(tmp_path):
     done = run_cli("--help", cwd=tmp_path)
     assert done.returncode == 0 and "train" in done.stdout
     assert done.stderr == ""
+
+
+def test_models_command_answers_in_seconds(tmp_path):
+    import time
+
+    start = time.perf_counter()
+    done = run_cli("models", "--json", str(tmp_path / "models.json"), cwd=tmp_path)
+    seconds = time.perf_counter() - start
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stderr == ""
+    rows = json.loads((tmp_path / "models.json").read_text())["models"]
+    assert [r["model"] for r in rows] == keras_seg.list_models()
+    assert all(r["params"] > 0 and r["gflops"] is None for r in rows)  # --flops counts them
+    # It used to count GFLOPs by default (3.5 minutes); parameters alone take seconds.
+    assert seconds < 90, f"keras-seg models took {seconds:.0f} s"
