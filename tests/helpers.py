@@ -39,3 +39,23 @@ def assert_every_variable_gets_a_gradient(model, x: np.ndarray, y: np.ndarray) -
     assert not missing, f"no gradient for {missing}"
     zero = [v.path for v, g in pairs if not np.any(g.numpy())]
     assert not zero, f"all-zero gradient for {zero}"
+
+
+def int8_tflite_outputs(
+    model: keras.Model, calibration: np.ndarray, images: np.ndarray
+) -> list[np.ndarray]:
+    """Full-integer (int8) TFLite of `model` (one input, named "images"), calibrated on
+    `calibration` (`[N, ...]`), run on `images` (`[1, ...]`); float outputs in Keras order.
+
+    The converter quantizes every tensor, as `keras_seg.export.tflite(..., "int8")` does, so
+    layer-level checks see what a quantized model's layers see.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([c[None]] for c in calibration)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    runner = Interpreter(model_content=converter.convert()).get_signature_runner()
+    out = runner(images=images)
+    return [out[f"output_{i}"] for i in range(len(out))]

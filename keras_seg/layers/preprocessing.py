@@ -37,7 +37,11 @@ class Normalize(keras.layers.Layer):
         mean, std, bgr = NORMALIZATIONS[self.mode]
         x = ops.cast(x, self.compute_dtype)
         if bgr:
-            x = ops.flip(x, axis=-1)
+            # A gather, not `ops.flip`: TF 2.21's int8 converter gives REVERSE_V2's output
+            # its own calibrated scale (about [-124, 255] here) although the kernel copies
+            # the int8 values unchanged, so every pixel after the flip was wrong by up to
+            # 125. GATHER keeps its input's scale.
+            x = ops.take(x, list(range(x.shape[-1] - 1, -1, -1)), axis=-1)
         mean = ops.convert_to_tensor(mean, dtype=self.compute_dtype)
         std = ops.convert_to_tensor(std, dtype=self.compute_dtype)
         return (x - mean) / std

@@ -5,20 +5,26 @@ the decoder puts each value back at that position, zeros elsewhere. The usual Te
 route, `tf.nn.max_pool_with_argmax` + scatter, needs Flex (SELECT_TF_OPS) in TFLite, so
 `MaxUnpooling2D` recomputes the positions from the encoder's pre-pool activation instead:
 
-1. `SPACE_TO_DEPTH` splits the pre-pool activation into its four 2x2 window positions
-   (row-major: top-left, top-right, bottom-left, bottom-right);
-2. the window maximum is their elementwise `MAXIMUM` (the max-pool output), and position k is
-   the argmax where it equals that maximum *and* no earlier position did. Ties therefore mark
-   only the first maximum in row-major order, which is also what `max_pool_with_argmax`
-   returns, so exactly one value per window survives;
-3. the decoder features (at the pooled size) are multiplied by each of the four masks and
-   `DEPTH_TO_SPACE` interleaves them back to the pre-pool size.
+1. `SPACE_TO_DEPTH` + `RESHAPE` lay each 2x2 window's four values (row-major: top-left,
+   top-right, bottom-left, bottom-right) along one axis, and `ARG_MAX` picks one position
+   per window: the first maximum, as `max_pool_with_argmax` does (TF's CPU kernel and
+   TFLite's both keep the first of equal values), so ties never mark two positions;
+2. each position keeps the decoder features (at the pooled size) where it is the argmax
+   (`EQUAL` on the int32 index, `SELECT_V2`) and 0 elsewhere;
+3. `DEPTH_TO_SPACE` interleaves the four back to the pre-pool size.
 
-This equals `upsample_nearest(features) * first_argmax_mask`. Every step is a builtin TFLite
-op (SPACE_TO_DEPTH, SPLIT, MAXIMUM, EQUAL, CAST, MUL, SUB, ADD, CONCATENATION, DEPTH_TO_SPACE).
-The mask carries no gradient (as indices carry none); the features get the gradient at the
-argmax positions. The pre-pool activation must have even height and width (SegNet pads its
-input to a multiple of 32).
+This equals `upsample_nearest(features) * first_argmax_mask`, and it survives full-integer
+(int8) quantization exactly: `ARG_MAX` compares the raw int8 values of one tensor (the very
+values the quantized max-pool compares), the index and masks are integers and booleans, and
+`SELECT_V2` passes the int8 features through with their scale unchanged. Two earlier
+formulations did not: (a) `EQUAL(window, MAXIMUM(...))` with the masks as 0/1 floats: int8
+gave the masks calibrated scales, and a kept value 1 came out as round(1/s)*s (1.35 once,
+0 when s > 2); (b) pairwise `GREATER_EQUAL` between the positions: TFLite's quantized
+comparisons are wrong when the input scale exceeds 1 (activations over about 255), where
+`GREATER_EQUAL` is always true and `EQUAL` can be too, so every window's top-left position
+won. Every step is a builtin TFLite op. The index carries no gradient (as pooling indices
+carry none); the features get the gradient at the argmax positions. The pre-pool
+activation must have even height and width (SegNet pads its input to a multiple of 32).
 """
 
 from __future__ import annotations
@@ -27,21 +33,13 @@ import keras
 import tensorflow as tf
 
 
-def first_argmax_masks(pre_pool: tf.Tensor) -> list[tf.Tensor]:
-    """Four `(B, H/2, W/2, C)` 0/1 masks, one per 2x2 window position, one 1 per window."""
-    windows = tf.split(tf.nn.space_to_depth(pre_pool, 2), 4, axis=-1)
-    pooled = tf.maximum(tf.maximum(windows[0], windows[1]), tf.maximum(windows[2], windows[3]))
-    masks = []
-    taken = None  # 1 where an earlier window position already holds the maximum
-    for window in windows:
-        mask = tf.cast(tf.equal(window, pooled), pooled.dtype)
-        if taken is not None:
-            mask = mask * (1 - taken)
-            taken = taken + mask
-        else:
-            taken = mask
-        masks.append(mask)
-    return masks
+def first_argmax_index(pre_pool: tf.Tensor) -> tf.Tensor:
+    """`(B, H/2, W/2, C)` int32: the row-major position (0..3) of each 2x2 window's first max."""
+    shape = tf.shape(pre_pool)
+    windows = tf.reshape(
+        tf.nn.space_to_depth(pre_pool, 2), [shape[0], shape[1] // 2, shape[2] // 2, 4, -1]
+    )
+    return tf.argmax(windows, axis=3, output_type=tf.int32)
 
 
 @keras.saving.register_keras_serializable(package="keras_seg")
@@ -70,8 +68,10 @@ class MaxUnpooling2D(keras.layers.Layer):
         features, pre_pool = inputs
         pre_pool = tf.stop_gradient(tf.cast(pre_pool, self.compute_dtype))
         features = tf.cast(features, self.compute_dtype)
-        masks = first_argmax_masks(pre_pool)
-        return tf.nn.depth_to_space(tf.concat([features * m for m in masks], axis=-1), 2)
+        index = first_argmax_index(pre_pool)
+        zero = tf.zeros((), features.dtype)
+        kept = [tf.where(tf.equal(index, k), features, zero) for k in range(4)]
+        return tf.nn.depth_to_space(tf.concat(kept, axis=-1), 2)
 
     def compute_output_shape(self, input_shapes):
         features, pre_pool = input_shapes

@@ -1,4 +1,4 @@
-"""SegNet: index unpooling equals argmax + scatter, ties, TFLite builtins only, decoder layout."""
+"""SegNet: index unpooling equals argmax + scatter (ties, int8 too), TFLite builtins, layout."""
 
 import keras
 import numpy as np
@@ -6,7 +6,10 @@ import pytest
 import tensorflow as tf
 
 import keras_seg
+from keras_seg.data import synthetic
 from keras_seg.layers import MaxUnpooling2D
+from keras_seg.layers.unpooling import first_argmax_index
+from tests.helpers import int8_tflite_outputs
 from tests.helpers import random_images
 from tests.helpers import small_model
 
@@ -50,6 +53,76 @@ def test_ties_keep_only_the_first_maximum_in_row_major_order(window, first):
     expected = np.zeros_like(pre_pool)
     expected[:, first[0] :: 2, first[1] :: 2, :] = features
     np.testing.assert_array_equal(out, expected)
+
+
+def test_integer_valued_inputs_full_of_ties_keep_one_position_per_window():
+    # Quantized activations are integers times a scale: ties everywhere, all-equal windows.
+    rng = np.random.default_rng(0)
+    pre_pool = rng.integers(0, 3, size=(2, 8, 12, 5)).astype("float32")
+    features = rng.uniform(1, 2, size=(2, 4, 6, 5)).astype("float32")
+    out = _unpool(features, pre_pool)
+    np.testing.assert_array_equal(out, _argmax_scatter_unpool(features, pre_pool))
+    np.testing.assert_array_equal((out != 0).reshape(2, 4, 2, 6, 2, 5).sum(axis=(2, 4)), 1)
+    index = first_argmax_index(tf.constant(pre_pool)).numpy()
+    windows = pre_pool.reshape(2, 4, 2, 6, 2, 5).transpose(0, 1, 3, 5, 2, 4).reshape(2, 4, 6, 5, 4)
+    np.testing.assert_array_equal(index, windows.argmax(axis=-1))  # numpy: first maximum
+
+
+def _flat_images(n: int, size: int, seed: int) -> np.ndarray:
+    """Flat 4x4 blocks of 4 grey levels per channel: the pre-pool windows are full of ties."""
+    blocks = np.random.default_rng(seed).integers(0, 4, (n, size // 4, size // 4, 3)) * 85.0
+    return np.repeat(np.repeat(blocks, 4, axis=1), 4, axis=2).astype("float32")
+
+
+@pytest.mark.parametrize("pixel_scale", [0.1, 1.0])
+def test_int8_unpooling_puts_the_quantized_features_at_the_quantized_argmax(pixel_scale):
+    """Layer-level int8 parity: given the int8 `features` and `pre_pool` the TFLite model
+    holds, the unpooled output is exactly their argmax + scatter.
+
+    pixel_scale 1.0 makes the pre-pool activations exceed 255 (int8 scale > 1), where
+    TFLite's quantized comparisons are wrong; 0.1 keeps them small (scale < 1), where the
+    old 0/1-float masks got calibrated scales of their own.
+    """
+    keras.utils.set_random_seed(0)
+    images = keras.Input((16, 16, 3), batch_size=1, name="images")
+    pre_pool = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="pre")(images)
+    pooled = keras.layers.MaxPooling2D(2, name="pool")(pre_pool)
+    features = keras.layers.Conv2D(4, 3, padding="same", name="features")(pooled)
+    unpooled = MaxUnpooling2D(name="unpool")([features, pre_pool])
+    model = keras.Model(images, [unpooled, features, pre_pool])
+    calibration = _flat_images(16, 16, seed=1) * pixel_scale
+    x = _flat_images(1, 16, seed=2) * pixel_scale
+    out, features_q, pre_pool_q = int8_tflite_outputs(model, calibration, x)
+    assert (pre_pool_q.max() > 255) == (pixel_scale == 1.0)
+    expected = _argmax_scatter_unpool(features_q, pre_pool_q)
+    np.testing.assert_allclose(out, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+
+
+@pytest.mark.slow
+def test_briefly_trained_segnet_agrees_in_int8_on_tie_heavy_images(tmp_path):
+    """A SegNet trained for a few hundred steps on posterized, saturated shapes (flat
+    regions, exact ties in the pooling windows) keeps >= 95% of its class map in int8."""
+    import keras_seg.export
+
+    (x_train, y_train), (x_val, y_val) = synthetic.splits(256, 16, 128, seed=0)
+    x_train, y_train, x_val, y_val = (a[:, 32:96, 32:96] for a in (x_train, y_train, x_val, y_val))
+    x_train, x_val = (
+        (np.floor(np.clip((x.astype("float32") - 128) * 3 + 128, 0, 255) / 64) * 64 + 32)
+        for x in (x_train, x_val)
+    )
+    keras.utils.set_random_seed(0)
+    model = small_model("segnet", num_classes=len(synthetic.CLASS_NAMES))
+    model.compile(
+        keras.optimizers.AdamW(1e-2),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=255),
+    )
+    model.fit(x_train, y_train, batch_size=8, epochs=6, verbose=0)
+    path = keras_seg.export.tflite(
+        model, tmp_path / "segnet.tflite", "int8", x_train[:32], input_size=64
+    )
+    report = keras_seg.export.verify(model, path, x_val, y_val)
+    assert report.keras_miou > 0.3, str(report)  # it learned something
+    assert report.pixel_agreement >= 0.95, str(report)
 
 
 def test_unpooling_layer_has_no_gradient_into_the_indices():
