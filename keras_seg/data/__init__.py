@@ -1,5 +1,5 @@
-"""Data: readers for VOC 2012 (+SBD), Cityscapes, CamVid, folders and TFDS, the up-front
-file check, augmentation, and the tf.data training/evaluation pipeline.
+"""Data: readers for VOC 2012 (+SBD), Cityscapes, CamVid, folders, TFDS and generated shapes,
+the up-front file check, augmentation, and the tf.data training/evaluation pipeline.
 
 Bad data (a missing, corrupt or truncated file, image and mask of different sizes, mask
 values outside the classes) raises `DataError`, whose message is one line naming the file
@@ -19,6 +19,7 @@ from keras_seg.data.datasets import colorize
 from keras_seg.data.datasets import info
 from keras_seg.data.datasets import load
 from keras_seg.data.datasets import names
+from keras_seg.data.datasets import option_names
 from keras_seg.data.errors import DataError
 from keras_seg.data.errors import data_error_from
 from keras_seg.data.info import IGNORE_LABEL
@@ -35,6 +36,7 @@ __all__ = [
     "info",
     "load",
     "names",
+    "option_names",
     "pipeline",
     "synthetic",
 ]

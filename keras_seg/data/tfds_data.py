@@ -155,7 +155,6 @@ def tfds_info(
     label_map: dict[int, int] | None = None,
     unmapped: str = "error",
     class_names: tuple[str, ...] | None = None,
-    **_: Any,
 ) -> DatasetInfo:
     """`DatasetInfo` of a TFDS data set: a built-in mapping, or one made from the options."""
     base = name.split("/")[0].split(":")[0]

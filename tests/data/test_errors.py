@@ -252,3 +252,7 @@ def test_options_are_checked():
         data.load("voc2012", "test", "/nowhere")
     with pytest.raises(ValueError, match="give num_classes, a classes file"):
         data.load("folder", None, "/nowhere")
+    with pytest.raises(
+        ValueError, match="folder: unknown option.*'mask_folder'.*allowed: image_dir"
+    ):
+        data.load("folder", None, "/nowhere", mask_folder="labels")
