@@ -66,6 +66,12 @@ def _jpeg(at) -> tuple[int, int]:
             pos += 2 + struct.unpack(">H", at(pos + 2, 2))[0]
 
 
+def _png(at) -> tuple[int, int]:
+    if at(12, 4) != b"IHDR":
+        raise _Bad("no IHDR chunk first")
+    return struct.unpack(">II", at(16, 8))
+
+
 def _webp(at) -> tuple[int, int]:
     chunk = at(12, 4)
     if chunk == b"VP8 ":
@@ -117,7 +123,7 @@ def _kind(head: bytes) -> str | None:
 
 _SIZE = {
     "JPEG": _jpeg,
-    "PNG": lambda at: struct.unpack(">II", at(16, 8)),
+    "PNG": _png,
     "GIF": lambda at: struct.unpack("<HH", at(6, 4)),
     "BMP": _bmp,
     "WebP": _webp,

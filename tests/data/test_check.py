@@ -60,6 +60,12 @@ def test_truncated_files_are_rejected(kind, cut):
         image_size(io.BytesIO(file[:cut]), decodes=tf_decodes)
 
 
+def test_a_png_without_its_header_chunk_is_rejected():
+    file = encoded("png")
+    with pytest.raises(data.DataError, match=r"corrupt PNG \(no IHDR chunk first; expected"):
+        image_size(io.BytesIO(file[:12] + b"IHDX" + file[16:]), decodes=tf_decodes)
+
+
 def test_image_suffixes_are_what_the_decoder_reads():
     assert data.IMAGE_SUFFIXES == (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
     assert all(s == s.lower() and s.startswith(".") for s in data.IMAGE_SUFFIXES)
