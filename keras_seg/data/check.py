@@ -47,7 +47,9 @@ class _Cut(Exception):
 
 
 def _jpeg(at) -> tuple[int, int]:
-    pos = 2
+    """Size from the SOF marker; the walk goes on to the first scan (SOS), so a file cut
+    inside its header is known as such without decoding it."""
+    pos, size = 2, None
     while True:
         marker = at(pos, 2)
         if marker[0] != 0xFF:
@@ -57,12 +59,14 @@ def _jpeg(at) -> tuple[int, int]:
             pos += 1
         elif kind in _STANDALONE:
             pos += 2
-        elif kind in (0xD9, 0xDA):
+        elif kind == 0xD9 or (kind == 0xDA and size is None):
             raise _Bad("no frame header (SOF) before the image data")
-        elif kind in _SOF:
-            height, width = struct.unpack(">HH", at(pos + 5, 4))
-            return width, height
+        elif kind == 0xDA:
+            return size
         else:
+            if kind in _SOF:
+                height, width = struct.unpack(">HH", at(pos + 5, 4))
+                size = width, height
             pos += 2 + struct.unpack(">H", at(pos + 2, 2))[0]
 
 
@@ -172,8 +176,10 @@ def image_size(
             problem = f"no {_END[kind]}"
         else:
             problem = None
-    except _Cut:
-        problem = "the file ends inside its header"
+    except _Cut:  # no decoder reads a file without its header: no need to try
+        raise DataError(
+            f"truncated {kind} (the file ends inside its header; expected a complete {kind} file)"
+        ) from None
     except _Bad as e:
         problem = e.args[0]
     except struct.error:

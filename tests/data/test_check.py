@@ -60,6 +60,15 @@ def test_truncated_files_are_rejected(kind, cut):
         image_size(io.BytesIO(file[:cut]), decodes=tf_decodes)
 
 
+def test_a_file_cut_inside_its_header_is_not_decoded():
+    def decodes(f):
+        raise AssertionError("decoded")
+
+    for kind, cut in (("jpeg", 300), ("png", 20), ("webp_lossy", 20)):
+        with pytest.raises(data.DataError, match=r"truncated \w+ \(the file ends inside its head"):
+            image_size(io.BytesIO(encoded(kind, 120, 160)[:cut]), decodes=decodes)
+
+
 def test_a_png_without_its_header_chunk_is_rejected():
     file = encoded("png")
     with pytest.raises(data.DataError, match=r"corrupt PNG \(no IHDR chunk first; expected"):

@@ -55,7 +55,7 @@ def test_truncated_jpeg_is_reported_by_load(folder, keep):
     fx.truncate(bad, keep if keep != -2 else len(bad.read_bytes()) - 2)
     with pytest.raises(data.DataError) as caught:
         load_folder(root)  # before any reading: the file check runs in `load`
-    assert one_line(caught.value).startswith(f"folder: {bad}: truncated or corrupt JPEG (")
+    assert one_line(caught.value).startswith(f"folder: {bad}: truncated ")
     assert str(caught.value).endswith("expected a complete JPEG file)")
 
 
