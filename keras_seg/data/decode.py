@@ -19,6 +19,11 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
+from keras_seg.data.check import IMAGE_KINDS
+from keras_seg.data.check import sample_problem
+from keras_seg.data.errors import bad_values
+from keras_seg.data.errors import size_mismatch
+from keras_seg.data.errors import tagged
 from keras_seg.data.info import INVALID
 from keras_seg.data.storage import Store
 
@@ -116,24 +121,37 @@ def allowed_text(lut: np.ndarray) -> str:
 
 
 def diagnose(image_store: Store, image: str, mask_store: Store, mask: str) -> str:
-    """Why a sample could not be read or decoded, found in Python (runs on failure only)."""
+    """Why a sample that TensorFlow could not read or decode failed (Python; on failure only).
+
+    The file check's header reading first (it names truncated files), then OpenCV decoding
+    (for damage inside the data), then SBD `.mat` parsing.
+    """
     import cv2
 
-    for store, name, what in ((image_store, image, "image"), (mask_store, mask, "mask")):
+    problem = sample_problem(image_store, image, mask_store, mask, decodes=None)
+    if problem is not None:
+        return problem
+    for store, name, expected in ((image_store, image, IMAGE_KINDS), (mask_store, mask, "a PNG")):
         where = store.describe(name)
-        try:
-            data = store.read(name)
-        except OSError as e:
-            return f"{where}: cannot read the {what} file ({e.strerror or e})"
+        data = store.read(name)
         if name.endswith(".mat"):
             try:
                 decode_sbd_mat(data)
             except Exception as e:  # noqa: BLE001 - any failure means a corrupt file
                 return f"{where}: not an SBD .mat with GTcls.Segmentation ({type(e).__name__})"
         elif cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) is None:
-            kinds = "PNG" if what == "mask" else "JPEG/PNG/BMP/GIF"
-            return f"{where}: corrupt, truncated or not an image (expected a {kinds} file)"
-    return f"{image_store.describe(image)} or {mask_store.describe(mask)}: could not be decoded"
+            return f"{where}: corrupt image data (expected {expected} that decodes)"
+    return (
+        f"{image_store.describe(image)} or {mask_store.describe(mask)}: could not be decoded "
+        f"(expected {IMAGE_KINDS} and a PNG mask)"
+    )
+
+
+def _join_op(pieces: list) -> tf.Tensor:
+    """`tf.strings.join` of strings and string or integer tensors."""
+    return tf.strings.join(
+        [tf.strings.as_string(p) if tf.is_tensor(p) and p.dtype != tf.string else p for p in pieces]
+    )
 
 
 def checked_dataset(
@@ -148,9 +166,20 @@ def checked_dataset(
 
     Masks are mapped through `lut` (raw value -> class id, -1 = not allowed). A sample whose
     files cannot be read or decoded, whose image and mask sizes differ, or whose mask holds
-    values the table does not allow raises `tf.errors.InvalidArgumentError` naming the file
-    and what was expected (`on_error="raise"`), or is dropped with a warning that names it
-    and counts the samples dropped so far (`on_error="skip"`).
+    values the table does not allow raises `tf.errors.InvalidArgumentError` whose message
+    names the file and what was expected (`on_error="raise"`; `errors.data_error_from` turns
+    it into a one-line `DataError`); the samples after it in that pass are dropped. With
+    `on_error="skip"` such a sample is dropped with a warning that names it and counts the
+    samples dropped so far.
+
+    With `on_error="raise"` the error message is built by graph ops, so a pipeline over
+    plain files never calls Python. That matters: after the error has reached the caller,
+    tf.data threads keep working ahead (the next pass of a repeated dataset meets the same
+    bad sample again). A `tf.numpy_function` called then, while the interpreter exits or
+    while the caller frees the iterator, kills the thread inside TensorFlow (the process
+    aborts with "terminate called without an active exception", SIGABRT) or deadlocks on
+    the GIL. The error is raised by a step after the scan, so no retry re-runs it.
+    (Archive members and SBD `.mat` masks are still read in Python.)
 
     Args:
         shuffle: visit the samples in a new random order on every pass (before decoding,
@@ -166,9 +195,10 @@ def checked_dataset(
     allowed = allowed_text(lut)
     lut_t = tf.constant(lut, tf.int32)
     mats = [m.endswith(".mat") for _, _, _, m in samples]
+    # [image, mask] file names for messages (and for reading, in plain folders).
+    paths = tf.constant([[s.describe(i), t.describe(m)] for s, i, t, m in samples] + [["", ""]])
 
     if all(s.is_directory and t.is_directory for s, _, t, _ in samples):
-        paths = tf.constant([[s.describe(i), t.describe(m)] for s, i, t, m in samples])
 
         def read(i):
             return tf.io.read_file(paths[i, 0]), tf.io.read_file(paths[i, 1])
@@ -214,27 +244,43 @@ def checked_dataset(
         )
         return position, image, mask, report
 
+    def message_op(position, expected, report, order):
+        """The first failure of one scan step, told in graph ops (`on_error="raise"`)."""
+        image, mask = paths[order[position], 0], paths[order[position], 1]
+        h, w, mh, mw, count, value = tf.unstack(report)
+        gap = [
+            paths[order[expected], 0],
+            " or its mask ",
+            paths[order[expected], 1],
+            f": could not be decoded (corrupt data; expected {IMAGE_KINDS} and a PNG mask)",
+        ]
+        first = tf.where(
+            position > expected,
+            _join_op(gap),
+            tf.where(
+                count > 0,
+                _join_op(bad_values(name, mask, count, value, allowed)),
+                _join_op(size_mismatch(image, w, h, mask, mw, mh)),
+            ),
+        )
+        return tf.strings.join([tagged(f"{name}: "), first])
+
     def explain(position, expected, report, dropped, order):
-        """Messages for the failed samples of one scan step (Python; only on failure)."""
+        """Warn about the failed samples of one scan step (Python; `on_error="skip"`)."""
         messages = [diagnose(*samples[int(order[p])]) for p in range(expected, position)]
-        ih, iw, mh, mw, count, value = report.tolist()
-        if position < n and ((ih, iw) != (mh, mw) or count):
+        h, w, mh, mw, count, value = report.tolist()
+        if position < n and ((h, w) != (mh, mw) or count):
             image_store, image, mask_store, mask = samples[int(order[position])]
-            if (ih, iw) != (mh, mw):
-                messages.append(
-                    f"{mask_store.describe(mask)}: mask size {mh}x{mw} differs from the "
-                    f"image size {ih}x{iw} of {image_store.describe(image)}"
-                )
-            else:
-                messages.append(
-                    f"{mask_store.describe(mask)}: {count} mask pixels hold values that are "
-                    f"not classes of {name} (e.g. {value}); allowed raw values: {allowed}"
-                )
-        if on_error == "skip":
-            for k, message in enumerate(messages, int(dropped) + 1):
-                text = f"{name}: skipped a sample ({k} skipped so far): {message}"
-                warnings.warn(text, stacklevel=1)
-        return messages[0].encode()
+            image, mask = image_store.describe(image), mask_store.describe(mask)
+            pieces = (
+                bad_values(name, mask, count, value, allowed)
+                if count
+                else size_mismatch(image, w, h, mask, mw, mh)
+            )
+            messages.append("".join(map(str, pieces)))
+        for k, message in enumerate(messages, int(dropped) + 1):
+            warnings.warn(f"{name}: skipped a sample ({k} skipped so far): {message}", stacklevel=1)
+        return b""
 
     def one_pass(order):
         # `order` is this pass's sample order; position p holds sample order[p].
@@ -245,29 +291,28 @@ def checked_dataset(
         order_t = tf.concat([order, [n]], 0)
 
         def check(state, element):
-            expected, dropped = state
+            expected, dropped, stopped = state
             position, image, mask, report = element
             gap = position > expected
             bad = (report[4] > 0) | tf.reduce_any(report[:2] != report[2:4])
-            failed = gap | (bad & (position < n))
-            message = tf.cond(
-                failed,
-                lambda: tf.ensure_shape(
-                    tf.numpy_function(
-                        explain, [position, expected, report, dropped, order_t], tf.string
-                    ),
-                    [],
-                ),
-                lambda: tf.constant(""),
-            )
-            dropped += position - expected + tf.cast(bad, tf.int64)
+            failed = (gap | (bad & (position < n))) & ~stopped
             if on_error == "raise":
-                checks = [tf.debugging.Assert(~failed, [message])]
+                message = tf.where(failed, message_op(position, expected, report, order_t), "")
+                stopped |= failed  # the rest of the pass is dropped: one error per pass
             else:
-                checks = [message]
-            with tf.control_dependencies(checks):
-                keep = (position < n) & ~bad
-            return (position + 1, dropped), (keep, image, mask)
+                message = tf.cond(
+                    failed,
+                    lambda: tf.ensure_shape(
+                        tf.numpy_function(
+                            explain, [position, expected, report, dropped, order_t], tf.string
+                        ),
+                        [],
+                    ),
+                    lambda: tf.constant(""),
+                )
+            dropped += position - expected + tf.cast(bad, tf.int64)
+            keep = (position < n) & ~bad & ~stopped
+            return (position + 1, dropped, stopped), (keep, message, image, mask)
 
         ds = (
             tf.data.Dataset.from_tensor_slices(order)
@@ -279,7 +324,7 @@ def checked_dataset(
             .concatenate(sentinel)
         )
         zero = tf.constant(0, tf.int64)
-        return ds.scan((zero, zero), check)
+        return ds.scan((zero, zero, tf.constant(False)), check)
 
     orders = tf.data.Dataset.range(n)
     if shuffle:
@@ -287,13 +332,12 @@ def checked_dataset(
         ds = orders.batch(n).flat_map(one_pass)
     else:
         ds = one_pass(tf.range(n, dtype=tf.int64))
-    return ds.filter(lambda keep, image, mask: keep).map(
-        lambda keep, image, mask: (image, tf.cast(mask, tf.uint8))
+
+    def finish(keep, message, image, mask):
+        with tf.control_dependencies([tf.debugging.Assert(tf.equal(message, ""), [message])]):
+            return image, tf.cast(mask, tf.uint8)
+
+    # With on_error="skip", `message` is always empty (the warning is the report).
+    return ds.filter(lambda keep, message, image, mask: keep | tf.not_equal(message, "")).map(
+        finish
     )
-
-
-def warn_skipped(name: str, skipped: Sequence[str], what: str) -> None:
-    """One warning that counts samples dropped before decoding (e.g. a missing mask)."""
-    if skipped:
-        shown = ", ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else "")
-        warnings.warn(f"{name}: skipped {len(skipped)} samples {what}: {shown}", stacklevel=3)

@@ -15,6 +15,7 @@ import tensorflow as tf
 from keras_seg.data.augment import IMAGENET_MEAN
 from keras_seg.data.augment import fit_and_pad
 from keras_seg.data.augment import train_augment
+from keras_seg.data.errors import tagged
 from keras_seg.data.info import IGNORE_LABEL
 
 
@@ -53,7 +54,8 @@ def pipeline(
         batch_size: samples per batch.
         seed: fixes shuffling and augmentation: the same seed gives the same batches.
         num_classes: when given, masks are checked to hold only `0..num_classes-1` and 255
-            (`tf.errors.InvalidArgumentError` otherwise).
+            (`tf.errors.InvalidArgumentError` otherwise, which
+            `keras_seg.data.data_error_from` turns into a one-line `DataError`).
         scale_range, flip, jitter, mean: augmentation settings (see `augment.train_augment`).
         shuffle: shuffle decoded samples in a buffer (default: `training`).
         shuffle_buffer: shuffle buffer size in samples (memory: decoded images).
@@ -129,9 +131,14 @@ def _check(mask: tf.Tensor, num_classes: int | None) -> tf.Tensor:
     """Assert mask values are class ids or 255 (a no-op without `num_classes`)."""
     if num_classes is None:
         return mask
-    ok = tf.reduce_all((mask >= 0) & ((mask < num_classes) | (mask == IGNORE_LABEL)))
-    message = f"mask values outside 0..{num_classes - 1} and {IGNORE_LABEL}:"
-    with tf.control_dependencies(
-        [tf.debugging.Assert(ok, [message, tf.unique(tf.reshape(mask, [-1]))[0]], summarize=16)]
-    ):
+    wrong = (mask < 0) | ((mask >= num_classes) & (mask != IGNORE_LABEL))
+    message = tf.strings.join(
+        [
+            tagged("mask values "),
+            tf.strings.format("{}", tf.unique(tf.boolean_mask(mask, wrong))[0], summarize=8),
+            f" are outside the classes 0..{num_classes - 1} and {IGNORE_LABEL} (ignore)",
+        ]
+    )
+    message = tf.where(tf.reduce_any(wrong), message, "")
+    with tf.control_dependencies([tf.debugging.Assert(tf.equal(message, ""), [message])]):
         return tf.identity(mask)

@@ -11,13 +11,14 @@ import os
 from collections.abc import Callable
 from collections.abc import Iterable
 
-from keras_seg.data.decode import warn_skipped
+from keras_seg.data.check import IMAGE_SUFFIXES
+from keras_seg.data.errors import DataError
+from keras_seg.data.errors import warn_skipped
 from keras_seg.data.storage import DirStore
 from keras_seg.data.storage import Store
 from keras_seg.data.storage import open_store
 
 Sample = tuple[Store, str, Store, str]
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
 
 def locate(
@@ -41,7 +42,7 @@ def locate(
                 return store.sub(root) if root else store
     looked = ", ".join(f"{r}/{marker}".lstrip("/") for r in roots)
     also = f" or in the archives {list(archives)}" if archives else ""
-    raise FileNotFoundError(f"{name}: found none of [{looked}] in {data_dir}{also}")
+    raise DataError(f"{name}: found none of [{looked}] in {data_dir}{also}")
 
 
 def _has(folder: str, file: str) -> bool:
@@ -51,32 +52,39 @@ def _has(folder: str, file: str) -> bool:
 def read_list(name: str, store: Store, path: str) -> list[str]:
     """Non-empty lines of a split file; a missing or empty file is an error naming it."""
     if not store.exists(path):
-        raise FileNotFoundError(f"{name}: split file {store.describe(path)} does not exist")
+        raise DataError(
+            f"{name}: split file {store.describe(path)} does not exist "
+            "(expected the list of the split's samples, one per line)"
+        )
     lines = [line.strip() for line in store.read(path).decode().splitlines()]
     lines = [line for line in lines if line]
     if not lines:
-        raise ValueError(f"{name}: split file {store.describe(path)} lists no samples")
+        raise DataError(
+            f"{name}: split file {store.describe(path)} lists no samples "
+            "(expected one sample per line)"
+        )
     return lines
 
 
 def pair_up(name: str, candidates: list[Sample], on_error: str, what: str) -> list[Sample]:
-    """Keep candidates whose two files exist; a missing one raises (or is counted, `skip`)."""
+    """Keep candidates whose two files exist; a missing one raises (or is counted, `skip`).
+
+    `what` completes "expected ...": which files each sample should have.
+    """
     samples, missing = [], []
     for sample in candidates:
         image_store, image, mask_store, mask = sample
-        for store, file in ((image_store, image), (mask_store, mask)):
-            if not store.exists(file):
-                missing.append(store.describe(file))
-                if on_error == "raise":
-                    raise FileNotFoundError(
-                        f"{name}: {store.describe(file)} does not exist (expected {what})"
-                    )
-                break
-        else:
+        absent = [s.describe(f) for s, f in ((image_store, image), (mask_store, mask))
+                  if not s.exists(f)]  # fmt: skip
+        if not absent:
             samples.append(sample)
+        elif on_error == "raise":
+            raise DataError(f"{name}: {absent[0]} does not exist (expected {what})")
+        else:
+            missing.append(absent[0])
     warn_skipped(name, missing, f"whose file is missing ({what})")
     if not samples:
-        raise ValueError(f"{name}: no samples found ({what})")
+        raise DataError(f"{name}: no sample has its files (expected {what})")
     return samples
 
 
@@ -101,7 +109,7 @@ def voc2012(data_dir, split: str, on_error: str) -> list[Sample]:
         (store, f"JPEGImages/{i}.jpg", store, f"SegmentationClass/{i}.png")
         for i in _voc_ids(store, split)
     ]
-    return pair_up("voc2012", candidates, on_error, f"listed in {split}.txt")
+    return pair_up("voc2012", candidates, on_error, f"a .jpg and a .png for each id in {split}.txt")
 
 
 def train_aug_ids(voc_train, voc_val, sbd_train, sbd_val) -> list[str]:
@@ -141,7 +149,7 @@ def voc2012_aug(data_dir, split: str, on_error: str, sbd_dir=None) -> list[Sampl
         if not voc.exists(mask[1]):
             mask = (sbd, f"cls/{i}.mat")
         candidates.append(image + mask)
-    return pair_up("voc2012_aug", candidates, on_error, "an id of train_aug")
+    return pair_up("voc2012_aug", candidates, on_error, "an image and a mask for each id")
 
 
 # --- Cityscapes ---------------------------------------------------------------------------
@@ -156,14 +164,14 @@ def cityscapes(data_dir, split: str, on_error: str) -> list[Sample]:
     suffix = "_leftImg8bit.png"
     names = [n for n in images.names(f"leftImg8bit/{split}") if n.endswith(suffix)]
     if not names:
-        raise FileNotFoundError(
+        raise DataError(
             f"cityscapes: no *{suffix} files in {images.describe(f'leftImg8bit/{split}')}"
         )
     candidates = [
         (images, n, masks, "gtFine" + n[len("leftImg8bit") : -len(suffix)] + "_gtFine_labelIds.png")
         for n in names
     ]
-    return pair_up("cityscapes", candidates, on_error, "the gtFine labelIds of each image")
+    return pair_up("cityscapes", candidates, on_error, "a gtFine labelIds PNG for each image")
 
 
 # --- CamVid -------------------------------------------------------------------------------
@@ -187,20 +195,20 @@ def camvid(data_dir, split: str, on_error: str) -> list[Sample]:
     else:
         names = [n for n in store.names(split) if n.endswith(".png")]
         if not names:
-            raise FileNotFoundError(f"camvid: no .png images in {store.describe(split)}")
+            raise DataError(f"camvid: no .png images in {store.describe(split)}")
         candidates = [(store, n, store, f"{split}annot/{n.split('/', 1)[1]}") for n in names]
-    return pair_up("camvid", candidates, on_error, f"an {split}annot mask per {split} image")
+    return pair_up("camvid", candidates, on_error, f"a {split}annot mask for each {split} image")
 
 
 # --- Folder -------------------------------------------------------------------------------
 
 
-def _stems(store: Store, folder: str, extensions) -> dict[str, str]:
+def _stems(store: Store, folder: str, suffixes) -> dict[str, str]:
     cut = len(folder) + 1
     return {
         os.path.splitext(n[cut:])[0]: n
         for n in store.names(folder)
-        if n.lower().endswith(tuple(extensions))
+        if n.lower().endswith(tuple(suffixes))
     }
 
 
@@ -220,30 +228,32 @@ def folder(
         elif store.exists(f"{split}.txt"):
             stems_wanted = read_list("folder", store, f"{split}.txt")
         else:
-            raise FileNotFoundError(
-                f"folder: split {split!r} needs {store.describe(f'{split}/{image_dir}')}/ or "
-                f"the list {store.describe(f'{split}.txt')}"
+            raise DataError(
+                f"folder: no split {split!r} (expected the folder "
+                f"{store.describe(f'{split}/{image_dir}')}/ or the list "
+                f"{store.describe(f'{split}.txt')})"
             )
-    images = _stems(store, image_dir, IMAGE_EXTENSIONS)
+    images = _stems(store, image_dir, IMAGE_SUFFIXES)
     masks = _stems(store, mask_dir, (".png",))
     if not images:
-        raise FileNotFoundError(
-            f"folder: no images ({', '.join(IMAGE_EXTENSIONS)}) in {store.describe(image_dir)}"
+        raise DataError(
+            f"folder: no images in {store.describe(image_dir)} "
+            f"(expected files ending in {', '.join(IMAGE_SUFFIXES)})"
         )
     stems = sorted(images) if stems_wanted is None else stems_wanted
     orphans = sorted(set(masks) - set(images))
     if orphans and stems_wanted is None:
         if on_error == "raise":
-            raise FileNotFoundError(
-                f"folder: mask {store.describe(masks[orphans[0]])} has no image "
-                f"{store.describe(image_dir)}/{orphans[0]}.* (plus {len(orphans) - 1} more)"
+            raise DataError(
+                f"folder: mask {store.describe(masks[orphans[0]])} has no image (expected "
+                f"{store.describe(image_dir)}/{orphans[0]}.*; {len(orphans) - 1} more such masks)"
             )
         warn_skipped("folder", [masks[s] for s in orphans], "of masks without an image")
     candidates = []
     for stem in stems:
         image = images.get(stem, f"{image_dir}/{stem}.*")
         candidates.append((store, image, store, masks.get(stem, f"{mask_dir}/{stem}.png")))
-    return pair_up("folder", candidates, on_error, f"an image and a {mask_dir}/ PNG of that stem")
+    return pair_up("folder", candidates, on_error, f"an image and a {mask_dir}/ PNG of each stem")
 
 
 READERS: dict[str, Callable[..., list[Sample]]] = {

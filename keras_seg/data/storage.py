@@ -10,11 +10,14 @@ small module.
 from __future__ import annotations
 
 import functools
+import io
 import os
 import tarfile
 import threading
 import zipfile
 from pathlib import Path
+
+from keras_seg.data.errors import DataError
 
 
 class Store:
@@ -45,6 +48,10 @@ class Store:
     def read(self, name: str) -> bytes:
         """The bytes of file `name`."""
         raise NotImplementedError
+
+    def open(self, name: str) -> io.BufferedIOBase:
+        """File `name` opened for binary reading (seekable)."""
+        return io.BytesIO(self.read(name))
 
     def describe(self, name: str) -> str:
         """Human-readable location of `name`, for error messages."""
@@ -78,6 +85,9 @@ class DirStore(Store):
 
     def read(self, name: str) -> bytes:
         return Path(self.path(name)).read_bytes()
+
+    def open(self, name: str) -> io.BufferedIOBase:
+        return open(self.path(name), "rb")  # noqa: SIM115 - the caller closes it
 
     def describe(self, name: str) -> str:
         return self.path(name)
@@ -183,9 +193,9 @@ def open_store(location: str | os.PathLike) -> Store:
     if os.path.isdir(location):
         return DirStore(location)
     if not os.path.exists(location):
-        raise FileNotFoundError(f"{location}: no such directory or archive")
+        raise DataError(f"{location}: no such directory or archive (expected the data set)")
     if zipfile.is_zipfile(location):
         return ZipStore(location)
     if tarfile.is_tarfile(location):
         return TarStore(location)
-    raise ValueError(f"{location}: expected a directory, a tar or a zip archive")
+    raise DataError(f"{location}: expected a directory, a tar or a zip archive")

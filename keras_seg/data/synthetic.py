@@ -16,6 +16,8 @@ CLASS_NAMES = ("background", "disc", "rectangle", "triangle", "ring")
 PALETTE = np.array(
     [[0, 0, 0], [230, 25, 75], [60, 180, 75], [0, 130, 200], [255, 225, 25]], dtype=np.uint8
 )
+#: The held-out split's generator seed is the training seed plus this.
+VAL_SEED_OFFSET = 1_000_003
 # Base colour (RGB) per foreground class; each shape jitters it.
 _BASE_COLOURS = np.array(
     [[200, 60, 60], [60, 190, 80], [60, 90, 210], [220, 200, 50]], dtype=np.float32
@@ -80,5 +82,8 @@ def make_dataset(num_samples: int, size: int = 96, seed: int = 0) -> tuple[np.nd
 
 
 def splits(num_train: int = 512, num_val: int = 128, size: int = 96, seed: int = 0):
-    """Train and held-out splits from disjoint seeds: `((x_train, y_train), (x_val, y_val))`."""
-    return make_dataset(num_train, size, seed), make_dataset(num_val, size, seed + 1_000_003)
+    """Train and held-out splits from disjoint seeds: `((x_train, y_train), (x_val, y_val))`.
+
+    `keras_seg.data.load("synthetic", split, ...)` gives the same images as a dataset.
+    """
+    return make_dataset(num_train, size, seed), make_dataset(num_val, size, seed + VAL_SEED_OFFSET)

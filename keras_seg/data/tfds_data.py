@@ -35,6 +35,8 @@ from etils import epath
 
 from keras_seg.data.decode import allowed_text
 from keras_seg.data.decode import checked_dataset
+from keras_seg.data.errors import DataError
+from keras_seg.data.errors import tagged
 from keras_seg.data.info import IGNORE_LABEL
 from keras_seg.data.info import INVALID
 from keras_seg.data.info import DatasetInfo
@@ -113,7 +115,7 @@ class Voc2012Segmentation(tfds.core.GeneratorBasedBuilder):
         splits = {s: voc2012(manual, s, "raise") for s in ("train", "val")}
         try:
             splits["train_aug"] = voc2012_aug(manual, "train_aug", "raise")
-        except FileNotFoundError:  # no SBD in manual_dir: VOC splits only
+        except DataError:  # no SBD in manual_dir: VOC splits only
             pass
         return {name: self._generate_examples(samples) for name, samples in splits.items()}
 
@@ -153,7 +155,6 @@ def tfds_info(
     label_map: dict[int, int] | None = None,
     unmapped: str = "error",
     class_names: tuple[str, ...] | None = None,
-    **_: Any,
 ) -> DatasetInfo:
     """`DatasetInfo` of a TFDS data set: a built-in mapping, or one made from the options."""
     base = name.split("/")[0].split(":")[0]
@@ -191,8 +192,12 @@ def load_tfds(
     """`(uint8 [H, W, 3], uint8 [H, W])` from a prepared TFDS data set (see module doc).
 
     Mask values are mapped through the data set's table; a value outside it raises
-    `tf.errors.InvalidArgumentError` naming the data set, split and example
-    (`on_error="skip"` drops such examples with a warning instead).
+    `tf.errors.InvalidArgumentError` naming the data set, split and example, which
+    `keras_seg.data.data_error_from` turns into a one-line `DataError` (`on_error="skip"`
+    drops such examples with a warning instead).
+
+    Raises:
+        DataError: the data set is not prepared in `data_dir`.
     """
     base = name.split("/")[0].split(":")[0]
     meta = tfds_info(name, **info_options)
@@ -204,7 +209,7 @@ def load_tfds(
         prepare(name, data_dir, manual_dir)
     builder = tfds.builder(name, data_dir=data_dir and os.fspath(data_dir))
     if not builder.is_prepared():
-        raise FileNotFoundError(
+        raise DataError(
             f"tfds:{name} is not prepared in {builder.data_dir}; run "
             f"keras_seg.data.tfds_data.prepare({name!r}, data_dir, manual_dir) "
             "or pass download=True"
@@ -232,7 +237,7 @@ def load_tfds(
         ok = tf.reduce_all(mask >= 0) & tf.reduce_all(tf.shape(image)[:2] == tf.shape(mask))
         message = tf.strings.join(
             [
-                f"tfds:{name} split {split} example ",
+                tagged(f"tfds:{name} split {split} example "),
                 which,
                 ": mask values ",
                 tf.strings.format("{}", tf.unique(tf.boolean_mask(raw, mask < 0))[0][:8]),

@@ -136,11 +136,25 @@ def write_camvid(root, split: str, count: int, with_list: bool = True, seed: int
     return out
 
 
-def write_folder(root, masks: dict[str, np.ndarray], image_dir="images", mask_dir="masks"):
-    """`image_dir/{stem}.png` (RGB) and `mask_dir/{stem}.png` (grey class ids)."""
+def write_folder(
+    root, masks: dict[str, np.ndarray], image_dir="images", mask_dir="masks", suffix=".png"
+):
+    """`image_dir/{stem}{suffix}` (RGB PNG or JPEG) and `mask_dir/{stem}.png` (grey class ids).
+
+    Returns stem -> image path.
+    """
+    paths = {}
     for stem, mask in masks.items():
-        write_png(Path(root, image_dir, f"{stem}.png"), image_for(mask))
+        paths[stem] = Path(root, image_dir, f"{stem}{suffix}")
+        (write_png if suffix == ".png" else write_jpeg)(paths[stem], image_for(mask))
         write_png(Path(root, mask_dir, f"{stem}.png"), mask)
+    return paths
+
+
+def truncate(path, keep: float | int) -> None:
+    """Cut a file to its first `keep` bytes (an int) or fraction of its bytes (a float)."""
+    data = Path(path).read_bytes()
+    Path(path).write_bytes(data[: keep if isinstance(keep, int) else int(len(data) * keep)])
 
 
 def tar_dir(folder, tar_path, arcname: str) -> str:

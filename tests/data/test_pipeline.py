@@ -139,7 +139,10 @@ def test_evaluation_keeps_sizes_or_pads_without_randomness():
 
 def test_label_check_names_the_bad_values():
     ds = _dataset(2)
-    with pytest.raises(tf.errors.InvalidArgumentError, match="mask values outside 0..1 and 255"):
+    with pytest.raises(tf.errors.InvalidArgumentError) as caught:
         _batches(data.pipeline(ds, training=False, batch_size=1, num_classes=2))
+    assert str(data.data_error_from(caught.value)) == (
+        "mask values [2] are outside the classes 0..1 and 255 (ignore)"
+    )
     with pytest.raises(ValueError, match="training needs crop_size"):
         data.pipeline(ds, training=True)

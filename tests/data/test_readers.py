@@ -178,3 +178,54 @@ def test_folder_classes_file_palette_masks_and_splits(tmp_path):
     )
     with pytest.raises(ValueError, match="classes.txt names 3 classes, num_classes=2"):
         data.load("folder", "all", tmp_path, num_classes=2)
+
+
+def test_synthetic_is_a_data_set_like_the_others():
+    assert "synthetic" in data.names()
+    meta = data.info("synthetic")
+    assert meta.class_names == data.synthetic.CLASS_NAMES and meta.splits == ("train", "val")
+    np.testing.assert_array_equal(meta.palette, data.synthetic.PALETTE)
+    (x_train, y_train), (x_val, y_val) = data.synthetic.splits(3, 2, 32, seed=5)
+    for split, x, y in (("train", x_train, y_train), ("val", x_val, y_val)):
+        out = fx.as_numpy(data.load("synthetic", split, num_train=3, num_val=2, size=32, seed=5))
+        np.testing.assert_array_equal(np.stack([image for image, _ in out]), x)
+        np.testing.assert_array_equal(np.stack([mask for _, mask in out]), y)
+        assert out[0][0].dtype == np.uint8 and out[0][1].dtype == np.uint8
+    shuffled = data.load("synthetic", "val", num_val=2, size=32, seed=5, shuffle_files=True)
+    shuffled = fx.as_numpy(shuffled)
+    assert sorted(m.tobytes() for _, m in shuffled) == sorted(m.tobytes() for m in y_val)
+    with pytest.raises(
+        ValueError,
+        match=r"synthetic: unknown option\(s\) 'colour'; allowed: "
+        r"num_train, num_val, size \(and on_error, shuffle_files, seed, validate\)",
+    ):
+        data.load("synthetic", "train", colour="red")
+    with pytest.raises(ValueError, match="synthetic: unknown split 'test'; allowed: train, val"):
+        data.load("synthetic", "test")
+
+
+# Valid `load` options of each data set (besides on_error, shuffle_files, seed, validate).
+LOAD_OPTIONS = {
+    "voc2012": {},
+    "voc2012_aug": {"sbd_dir": "/sbd"},
+    "cityscapes": {},
+    "camvid": {},
+    "folder": {"image_dir": "image", "mask_dir": "label", "num_classes": 2,
+               "label_map": {0: 0, 255: 1}},
+    "synthetic": {"num_train": 8, "num_val": 4, "size": 32},
+    "tfds:oxford_iiit_pet": {"image_key": "image", "mask_key": "segmentation_mask",
+                             "download": False, "manual_dir": "/dl"},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", LOAD_OPTIONS)
+def test_info_accepts_the_options_of_load(name):
+    assert set(LOAD_OPTIONS[name]) <= set(data.option_names(name))
+    common = {"on_error": "skip", "shuffle_files": True, "seed": 1, "validate": False}
+    meta = data.info(name, "/nowhere", **common, **LOAD_OPTIONS[name])
+    if name == "folder":
+        assert meta.num_classes == 2 and meta.label_lut[255] == 1
+    else:
+        assert meta.class_names == data.info(name).class_names
+    with pytest.raises(ValueError, match=rf"{name}: unknown option\(s\) 'colour'; allowed: "):
+        data.info(name, colour="red")
