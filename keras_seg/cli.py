@@ -388,7 +388,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, exit_on_error: bool = False) -> int:
+    """Run the command line `argv`; return its exit code.
+
+    With `exit_on_error` (the console script) an error ends the process right where it is
+    caught, see `run`.
+    """
     args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get("KERAS_SEG_DEBUG", "") not in ("", "0")
     _quiet(args.verbose)
@@ -406,21 +411,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{type(error).__name__}: {_one_line(error)} (run with --debug for the traceback)",
         )
         print(f"keras-seg {args.command}: error: {message}", file=sys.stderr)
+        if exit_on_error:
+            _exit_now(code)
         return code
 
 
-def run() -> None:
-    """The console script: `main`, then an exit that skips TensorFlow's teardown.
-
-    After an error inside a tf.data pipeline, TensorFlow's threads can abort the
-    interpreter at shutdown ("terminate called without an active exception", SIGABRT),
-    turning a clean error into exit code 134. Everything we write is closed by then, so
-    we flush and leave with the intended code.
-    """
-    code = main()
+def _exit_now(code: int) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def run() -> None:
+    """The console script: `main`, leaving with `os._exit` (no interpreter teardown).
+
+    After an error inside a tf.data pipeline whose readers run Python (archives, SBD
+    `.mat` masks), freeing the error's traceback destroys the iterator while tf.data
+    threads still wait for the GIL, and the interpreter's teardown kills them mid-C++
+    ("terminate called without an active exception", SIGABRT, exit code 134) or hangs.
+    Everything we write is closed (and written atomically) by then, so we flush and leave
+    with the intended code, before the traceback is freed.
+    """
+    _exit_now(main(exit_on_error=True))
 
 
 if __name__ == "__main__":

@@ -146,7 +146,7 @@ def _allowed(function, skip: tuple[str, ...] = ()) -> str:
 
 
 def check_config(cfg: Config, source: str | None = None) -> None:
-    """Check names and options of the model, losses and augmentation before anything runs.
+    """Check names and options of the model, data set, losses and augmentation up front.
 
     The config schema checks types; this checks the values against what the builders take,
     so a typo fails in a second with the key and the file, not after the data are read.
@@ -155,6 +155,8 @@ def check_config(cfg: Config, source: str | None = None) -> None:
         ConfigError: naming the key, the value and what is allowed.
     """
     from keras_seg.backbones import get_backbone_spec
+    from keras_seg.data import option_names
+    from keras_seg.data.datasets import LOAD_ARGUMENTS
     from keras_seg.data.pipeline import pipeline
     from keras_seg.losses import LOSSES
 
@@ -189,6 +191,16 @@ def check_config(cfg: Config, source: str | None = None) -> None:
                 f"{where}: train.loss[{i}].options: loss {term.name!r} takes no option "
                 f"{bad[0]!r}; allowed: {_allowed(loss, skip)}"
             )
+    try:
+        allowed = option_names(cfg.data.name)
+    except ValueError as e:
+        raise ConfigError(f"{where}: data.name: {e}") from None
+    bad = sorted(set(cfg.data.options) - set(allowed) - set(LOAD_ARGUMENTS))
+    if bad:
+        raise ConfigError(
+            f"{where}: data.options: data set {cfg.data.name!r} takes no option {bad[0]!r}; "
+            f"allowed: {', '.join((*allowed, *LOAD_ARGUMENTS))}"
+        )
     skip = ("dataset", "training", "crop_size", "batch_size", "seed", "num_classes", "repeat")
     bad = _unknown_options(cfg.data.augment, pipeline, skip)
     if bad:

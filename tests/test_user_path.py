@@ -16,6 +16,7 @@ import subprocess
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 import yaml
 
@@ -25,6 +26,9 @@ from tests.training.common import CLI
 from tests.training.common import cli_env
 
 SIZE = 64
+#: Shapes are drawn at ZOOM x SIZE and centre-cropped, so objects are large enough for the
+#: stride-32 models to resolve at 64 px.
+ZOOM = 2
 NUM_TRAIN, NUM_VAL = 48, 16
 #: Training recipe of the small configs: enough for confident predictions on the shapes.
 RECIPE = {"steps": 150, "learning_rate": 3e-3, "batch_size": 8}
@@ -49,7 +53,9 @@ def write_folder_dataset(root: Path) -> Path:
     """Synthetic shapes in the `folder` layout: images/*.jpg, masks/*.png, train/val lists."""
     (root / "images").mkdir(parents=True)
     (root / "masks").mkdir()
-    images, masks = synthetic.make_dataset(NUM_TRAIN + NUM_VAL, size=SIZE, seed=7)
+    images, masks = synthetic.make_dataset(NUM_TRAIN + NUM_VAL, size=SIZE * ZOOM, seed=7)
+    top = (SIZE * ZOOM - SIZE) // 2
+    images, masks = (a[:, top : top + SIZE, top : top + SIZE] for a in (images, masks))
     stems = [f"shape_{i:03d}" for i in range(len(images))]
     for stem, image, mask in zip(stems, images, masks, strict=True):
         bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
@@ -172,6 +178,41 @@ def test_user_mistakes_end_with_one_line_and_exit_code_2(dataset, tmp_path):
         assert re.search(pattern, line), line
         assert "Traceback" not in done.stderr
     assert not run.exists(), "nothing is written before the config is checked"
+
+
+@pytest.mark.parametrize(
+    "damage, pattern",
+    [
+        ("truncate", r"images/shape_003\.jpg: truncated or corrupt JPEG"),
+        ("resize", r"masks/shape_003\.png is 64x48 but .*images/shape_003\.jpg is 64x64"),
+        ("values", r"masks/shape_003\.png: \d+ pixels hold values that are not classes"),
+        ("remove", r"masks/shape_003\.png does not exist"),
+    ],
+)
+def test_bad_data_ends_training_with_one_line(dataset, tmp_path, damage, pattern):
+    import re
+    import shutil
+
+    data = Path(shutil.copytree(dataset, tmp_path / "data"))
+    image, mask = data / "images" / "shape_003.jpg", data / "masks" / "shape_003.png"
+    if damage == "truncate":
+        image.write_bytes(image.read_bytes()[: image.stat().st_size // 2])
+    elif damage == "resize":
+        cv2.imwrite(str(mask), np.zeros((48, 64), np.uint8))
+    elif damage == "values":
+        values = cv2.imread(str(mask), cv2.IMREAD_UNCHANGED)
+        values[:4, :4] = 9  # 5 classes: 9 is not one
+        cv2.imwrite(str(mask), values)
+    else:
+        mask.unlink()
+    config = write_config(tmp_path / "config.yaml", "unet")
+    done = run_cli("train", "--config", str(config), "--data-dir", str(data),
+                   "--model-dir", str(tmp_path / "run"), cwd=tmp_path, timeout=300)  # fmt: skip
+    assert done.returncode == 2, done.stderr[-3000:]
+    line = _stderr_line(done)
+    assert line.startswith("keras-seg train: error: folder: "), line
+    assert re.search(pattern, line), line
+    assert "terminate called" not in done.stderr and "Traceback" not in done.stderr
 
 
 def test_help_is_quiet(tmp_path):

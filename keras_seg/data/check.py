@@ -196,9 +196,12 @@ def tf_decodes(f: io.BufferedIOBase) -> tuple[int, int] | None:
     """`(width, height)` when TensorFlow's decoder (the pipeline's) reads the file, else None."""
     import tensorflow as tf
 
+    from keras_seg.console import native_stderr_captured
+
     f.seek(0)
     try:
-        shape = tf.io.decode_image(f.read(), expand_animations=False).shape
+        with native_stderr_captured():  # libjpeg's "Premature end of JPEG data" line
+            shape = tf.io.decode_image(f.read(), expand_animations=False).shape
     except tf.errors.OpError:
         return None
     return int(shape[1]), int(shape[0])
