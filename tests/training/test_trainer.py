@@ -113,6 +113,23 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint_then_resume(tmp_pa
     assert result["steps"] == 6 and (run / "final.keras").exists()
 
 
+def test_a_resumed_run_keeps_the_history_of_the_epochs_before(tmp_path, monkeypatch):
+    overrides = ["train.steps=6", "train.steps_per_epoch=2", "train.checkpoint_every=1"]
+    _, cfg = tiny_config(tmp_path, overrides)
+    run = tmp_path / "run"
+    _poison_after(monkeypatch, good_batches=3)  # epoch 1 ends; step 4 (epoch 2) is NaN
+    with pytest.raises(TrainingDiverged):
+        train(cfg, run, verbose=0, final_eval=False)
+    before = json.loads((run / "history.json").read_text())
+    assert list(before) == ["1"]
+    monkeypatch.undo()
+    result = train(cfg, run, verbose=0, final_eval=False)
+    assert result["resumed_from_step"] == 3
+    assert len(result["history"]["val_mean_iou"]) == 3  # epoch 1 from before, 2 and 3 now
+    assert result["history"]["loss"][0] == before["1"]["loss"]
+    assert json.loads((run / "metrics.json").read_text())["history"] == result["history"]
+
+
 def keras_seg_model_weights(path, cfg):
     from keras_seg.training.schedules import build_optimizer
 
@@ -172,12 +189,17 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     killed_at = json.loads(state_path.read_text())["global_step"]
     assert killed_at % 5 == 0 and 0 < killed_at < 20
 
+    history_file = run / "history.json"
+    before = json.loads(history_file.read_text()) if history_file.exists() else {}
     result = train(cfg, run, verbose=0, final_eval=False)
     assert result["resumed_from_step"] >= killed_at  # a later checkpoint may have landed
-    # The history spans the whole run, the epochs before the kill included.
-    assert len(result["history"]["loss"]) == 4
+    # The history keeps the epochs that ended before the kill (an epoch killed between its
+    # last checkpoint and its end never got its validation) and adds the resumed ones.
+    resumed_epochs = 4 - result["resumed_from_step"] // 5
+    assert len(result["history"]["loss"]) == len(before) + resumed_epochs
+    assert result["history"]["loss"][: len(before)] == [e["loss"] for e in before.values()]
     metrics = json.loads((run / "metrics.json").read_text())
-    assert len(metrics["history"]["val_mean_iou"]) == 4
+    assert metrics["history"] == result["history"]
 
 
 def _free_port() -> int:
