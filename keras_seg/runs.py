@@ -1,9 +1,10 @@
 """From an experiment config to its parts, and from a trained run back to a usable model.
 
 Everything that loads a trained model goes through `load_run` (the `evaluate`, `predict`
-and `export` commands, the demo): it imports what registers the custom layers, reads the
-run's `config.yaml` through the strict config loader, and gets the class names and palette
-from `class_info`, the one function that answers "what are this data set's classes".
+and `export` commands, the demo). Importing `keras_seg` has registered the custom layers;
+`load_run` reads the run's `config.yaml` through the strict config loader and gets the
+class names and palette from `class_info`, the one function that answers "what are this
+data set's classes".
 
     OUTPUT/               a training run folder (see `keras_seg.training.trainer`)
       config.yaml         the resolved config
@@ -26,8 +27,6 @@ from typing import Any
 import keras
 import numpy as np
 
-import keras_seg.layers  # noqa: F401  (registers the custom layers for loading)
-import keras_seg.models  # noqa: F401  (registers the architectures)
 from keras_seg import registry
 from keras_seg.config import Config
 from keras_seg.config import ConfigError
