@@ -15,6 +15,8 @@ from typing import Any
 
 import keras
 
+from keras_seg import weights as weights_module
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -105,18 +107,27 @@ def build(
     input_shape: tuple[int | None, int | None, int] = (None, None, 3),
     backbone: str | None = None,
     weights: str | None = None,
+    weights_format: str | None = None,
+    weights_partial: bool = False,
     **kwargs: Any,
 ) -> keras.Model:
     """Build a registered segmentation model.
 
     Args:
         name: registered model name, see `list_models()`.
-        num_classes: number of output classes (logit channels), >= 1.
+        num_classes: number of output classes (logit channels), >= 1; `None` takes the
+            class count of a whole-model checkpoint in `weights`.
         input_shape: `(height, width, channels)`; height and width may be `None` for any size.
             Images are float pixels in 0..255; normalisation happens inside the model.
         backbone: backbone name for models that take one; `None` picks the model's default.
         weights: `None` for random initialisation, `"imagenet"` for a pretrained backbone,
-            or a path to a `.weights.h5` file for the whole model.
+            a path to a `.weights.h5` file for the whole model, or a PyTorch checkpoint
+            (file, Hugging Face folder or `hf://owner/repo`) of torchvision / timm (the
+            backbone) or segmentation_models.pytorch (the whole model): `keras_seg.weights`.
+        weights_format: "torchvision", "timm" or "smp" to name the checkpoint's layout
+            instead of recognising it from its keys.
+        weights_partial: load what fits and list the rest (a new class count, an encoder
+            out of a whole-model checkpoint) instead of failing.
         **kwargs: architecture options of the chosen model (see its builder).
 
     Returns:
@@ -127,7 +138,10 @@ def build(
         >>> model = keras_seg.build("unet", num_classes=21)
     """
     spec = get_spec(name)
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+    checkpoint = weights_module.is_checkpoint_source(weights)
+    if num_classes is None and checkpoint:
+        pass  # the checkpoint's class count; checked when it is read
+    elif isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
     input_shape = tuple(input_shape)
     if len(input_shape) != 3 or not all(
@@ -144,6 +158,25 @@ def build(
     if unknown:
         raise TypeError(
             f"Unknown argument(s) {unknown} for model {name!r}. Allowed: {', '.join(allowed) or 'none'}"
+        )
+    if checkpoint:
+        model, _, _ = weights_module.build_from_checkpoint(
+            spec.builder,
+            name,
+            num_classes,
+            input_shape,
+            backbone,
+            weights,
+            weights_format,
+            weights_partial,
+            **kwargs,
+        )
+        return model
+    if weights_format is not None or weights_partial:
+        raise ValueError(
+            "weights_format and weights_partial apply to PyTorch checkpoints "
+            f"({', '.join(weights_module.CHECKPOINT_SUFFIXES)}, a folder or hf://), got "
+            f"weights={weights!r}"
         )
     file_weights = weights if weights not in (None, "imagenet") else None
     model = spec.builder(

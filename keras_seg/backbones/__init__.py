@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import keras
 
+import keras_seg.weights
+
 
 @dataclass(frozen=True)
 class BackboneSpec:
@@ -57,21 +59,48 @@ def build_backbone(
     input_shape: tuple[int | None, int | None, int] = (None, None, 3),
     weights: str | None = None,
     output_stride: int = 32,
+    weights_format: str | None = None,
+    weights_partial: bool = False,
     **kwargs,
 ) -> keras.Model:
     """Build backbone `name` as a Functional model with outputs {"P1".."P5"}.
 
+    Args:
+        name: a registered backbone (`list_backbones()`).
+        input_shape: `(H, W, C)` of normalised pixels.
+        weights: `None`, "imagenet" (keras.applications) or a torchvision/timm checkpoint
+            (file, Hugging Face folder or `hf://owner/repo`; see `keras_seg.weights`).
+        output_stride: 32, or 16/8 where the backbone dilates.
+        weights_format: "torchvision" / "timm" / "smp" instead of recognising the keys.
+        weights_partial: load what fits and list the rest instead of failing.
+        **kwargs: the backbone's own options (`width`, `alpha`, `batch_norm`, ...).
+
     Raises:
         ValueError: unknown name, an output stride the backbone does not support, or
-            weights other than None / "imagenet".
+            weights it can't take (`keras_seg.weights.WeightsError` for checkpoints).
     """
     spec = get_backbone_spec(name)
     if output_stride not in spec.output_strides:
         raise ValueError(
             f"Backbone {name!r} supports output_stride in {spec.output_strides}, got {output_stride!r}"
         )
+    if keras_seg.weights.is_checkpoint_source(weights):
+        return keras_seg.weights.load_backbone_checkpoint(
+            spec.builder,
+            name,
+            weights,
+            weights_format,
+            weights_partial,
+            input_shape=input_shape,
+            output_stride=output_stride,
+            **kwargs,
+        )
     if weights not in (None, "imagenet"):
-        raise ValueError(f"Backbone weights must be None or 'imagenet', got {weights!r}")
+        raise ValueError(
+            "Backbone weights must be None, 'imagenet' or a torchvision/timm checkpoint "
+            f"({', '.join(keras_seg.weights.CHECKPOINT_SUFFIXES)}, a folder or hf://), "
+            f"got {weights!r}"
+        )
     return spec.builder(
         input_shape=input_shape, weights=weights, output_stride=output_stride, **kwargs
     )

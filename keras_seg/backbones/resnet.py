@@ -1,4 +1,4 @@
-"""ResNet backbones: resnet18, resnet34, resnet50, resnet101.
+"""ResNet backbones: resnet18, resnet34, resnet50, resnet101 and resnet50/101_torchvision.
 
 He, Zhang, Ren, Sun. "Deep Residual Learning for Image Recognition", CVPR 2016.
 https://arxiv.org/abs/1512.03385
@@ -8,7 +8,10 @@ resnet50/101 are `keras.applications.ResNet50/101` (bottleneck blocks, stride in
 keras.applications has no ResNet-18/34, so those are written here with basic blocks in the
 torchvision layout (stride in the first 3x3 convolution with symmetric zero padding, no conv
 bias, BatchNorm eps 1e-5, "torch" normalisation), so converted torchvision weights give the
-same outputs; a `width` option shrinks them for tests. Layer names follow keras.applications
+same outputs; a `width` option shrinks them for tests. resnet50_torchvision and
+resnet101_torchvision are the bottleneck networks in that same layout (torchvision's, timm's
+and segmentation_models.pytorch's "ResNet v1.5": the stride sits in the 3x3 convolution, not
+in the first 1x1 as in keras.applications), so their checkpoints load (`keras_seg.weights`). Layer names follow keras.applications
 (`conv{stage}_block{n}_...`), so every variant has the same pyramid:
 P1 = conv1_relu (stride 2), P2..P5 = last block output of stages conv2..conv5.
 Output stride 16/8 comes from `surgery.pyramid_model` (atrous convolution in conv5 / conv4+5).
@@ -25,12 +28,15 @@ from keras_seg.backbones import register_backbone
 from keras_seg.backbones.surgery import keras_application
 from keras_seg.backbones.surgery import pyramid_model
 
-# name -> (blocks per stage conv2..conv5, keras.applications factory or None for basic blocks)
+# name -> (blocks per stage conv2..conv5, "basic" / "bottleneck" in the torchvision layout, or
+# the keras.applications factory)
 RESNETS: dict[str, tuple[tuple[int, ...], Any]] = {
-    "resnet18": ((2, 2, 2, 2), None),
-    "resnet34": ((3, 4, 6, 3), None),
+    "resnet18": ((2, 2, 2, 2), "basic"),
+    "resnet34": ((3, 4, 6, 3), "basic"),
     "resnet50": ((3, 4, 6, 3), keras.applications.ResNet50),
     "resnet101": ((3, 4, 23, 3), keras.applications.ResNet101),
+    "resnet50_torchvision": ((3, 4, 6, 3), "bottleneck"),
+    "resnet101_torchvision": ((3, 4, 23, 3), "bottleneck"),
 }
 
 
@@ -70,10 +76,35 @@ def basic_block(x, filters: int, strides: int, name: str):
     return layers.Activation("relu", name=f"{name}_out")(x)
 
 
-def basic_resnet(
-    input_shape: tuple[int | None, int | None, int], blocks: tuple[int, ...], width: int, name: str
+def bottleneck_block(x, filters: int, strides: int, name: str):
+    """torchvision `Bottleneck` (v1.5): 1x1 -> 3x3 (strided) -> 1x1 to 4 * filters."""
+    shortcut = x
+    if strides != 1 or x.shape[-1] != 4 * filters:
+        shortcut = layers.Conv2D(
+            4 * filters, 1, strides=strides, use_bias=False, name=f"{name}_0_conv"
+        )(x)
+        shortcut = _bn(shortcut, f"{name}_0_bn")
+    x = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_1_conv")(x)
+    x = layers.Activation("relu", name=f"{name}_1_relu")(_bn(x, f"{name}_1_bn"))
+    x = _conv3x3(x, filters, strides, f"{name}_2_conv")
+    x = layers.Activation("relu", name=f"{name}_2_relu")(_bn(x, f"{name}_2_bn"))
+    x = layers.Conv2D(4 * filters, 1, use_bias=False, name=f"{name}_3_conv")(x)
+    x = layers.Add(name=f"{name}_add")([shortcut, _bn(x, f"{name}_3_bn")])
+    return layers.Activation("relu", name=f"{name}_out")(x)
+
+
+_BLOCKS = {"basic": basic_block, "bottleneck": bottleneck_block}
+
+
+def torchvision_resnet(
+    input_shape: tuple[int | None, int | None, int],
+    blocks: tuple[int, ...],
+    width: int,
+    name: str,
+    kind: str = "basic",
 ) -> keras.Model:
-    """ResNet-18/34-style classifier body (no pooling/fc head) in the torchvision layout."""
+    """ResNet classifier body (no pooling/fc head) in the torchvision layout, with `kind`
+    ("basic" or "bottleneck") blocks."""
     if isinstance(width, bool) or not isinstance(width, int) or width < 1:
         raise ValueError(f"width must be a positive integer (64 = paper), got {width!r}")
     inputs = keras.Input(input_shape, name="images")
@@ -86,7 +117,7 @@ def basic_resnet(
     for stage, count in enumerate(blocks):
         for block in range(count):
             strides = 2 if stage > 0 and block == 0 else 1
-            x = basic_block(x, width * 2**stage, strides, f"conv{stage + 2}_block{block + 1}")
+            x = _BLOCKS[kind](x, width * 2**stage, strides, f"conv{stage + 2}_block{block + 1}")
     return keras.Model(inputs, x, name=name)
 
 
@@ -96,6 +127,7 @@ def build_resnet(
     weights: str | None = None,
     output_stride: int = 32,
     width: int = 64,
+    dilation_rule: str = "torchvision",
 ) -> keras.Model:
     """ResNet feature pyramid {"P1".."P5"}; see the module docstring.
 
@@ -103,22 +135,24 @@ def build_resnet(
         name: one of `RESNETS`.
         input_shape: `(H, W, C)` of already-normalised pixels.
         weights: `None` or `"imagenet"` (resnet50/101 only: keras.applications has no
-            ResNet-18/34 weights; load converted ones with `load_weights`).
+            weights for the torchvision layout; `keras_seg.weights` loads those checkpoints).
         output_stride: 32, 16 or 8.
-        width: channels of the stem for resnet18/34 (64 = paper); stages have
-            `width * (1, 2, 4, 8)`. resnet50/101 come from keras.applications and take 64 only.
+        width: channels of the stem in the torchvision layout (64 = paper); stages have
+            `width * (1, 2, 4, 8)` (times 4 for bottlenecks). resnet50/101 come from
+            keras.applications and take 64 only.
+        dilation_rule: how output stride 16/8 dilates, see `surgery.DILATION_RULES`.
 
     Returns:
         Functional `keras.Model` named `name` with dict outputs "P1".."P5".
     """
     blocks, factory = RESNETS[name]
-    if factory is None:
+    if isinstance(factory, str):
         if weights is not None:
             raise ValueError(
                 f"Backbone {name!r} has no ImageNet weights in keras.applications; use "
-                f"weights=None (then model.load_weights for converted weights), got {weights!r}"
+                f"weights=None, or a torchvision/timm checkpoint file, got {weights!r}"
             )
-        base = basic_resnet(input_shape, blocks, width, name)
+        base = torchvision_resnet(input_shape, blocks, width, name, factory)
     else:
         if width != 64:
             raise ValueError(
@@ -131,19 +165,20 @@ def build_resnet(
             f"{name}_weights_tf_dim_ordering_tf_kernels_notop.h5",
             input_shape=input_shape,
         )
-    return pyramid_model(base, feature_layers(blocks), output_stride, name)
+    return pyramid_model(base, feature_layers(blocks), output_stride, name, dilation_rule)
 
 
 def _register(name: str) -> None:
-    normalization = "caffe" if RESNETS[name][1] is not None else "torch"
+    normalization = "torch" if isinstance(RESNETS[name][1], str) else "caffe"
 
     def builder(
         input_shape: tuple[int | None, int | None, int] = (None, None, 3),
         weights: str | None = None,
         output_stride: int = 32,
         width: int = 64,
+        dilation_rule: str = "torchvision",
     ) -> keras.Model:
-        return build_resnet(name, input_shape, weights, output_stride, width)
+        return build_resnet(name, input_shape, weights, output_stride, width, dilation_rule)
 
     builder.__name__ = builder.__qualname__ = name
     builder.__doc__ = f"{name} feature pyramid ({normalization} normalisation); see `build_resnet`."

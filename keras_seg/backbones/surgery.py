@@ -10,6 +10,8 @@ and the stride it has now (actual). A layer whose stride would take the nominal 
 `dilation_rate` = nominal / actual stride of its input. This is the torchvision
 (`replace_stride_with_dilation`) and TF-slim (`stack_blocks_dense`) rule: the convolution that
 used to stride keeps the previous rate, the ones after it get twice (four times) that rate.
+segmentation_models.pytorch (`replace_strides_with_dilation`) dilates the whole stage instead,
+the formerly strided convolution included: `rule="smp"` gives that, for its checkpoints.
 Explicit `ZeroPadding2D` + "valid" padding (MobileNetV2, torchvision-layout ResNets) is
 rescaled so the dilated output sampled at the old stride equals the original output exactly
 (see `_repad`). The kernels keep their shapes, so weights copy one to one from the original.
@@ -22,6 +24,11 @@ from collections.abc import Callable
 from typing import Any
 
 import keras
+
+# How the convolution that used to stride is dilated: "torchvision" keeps the rate of its input
+# (torchvision `replace_stride_with_dilation`, TF-slim); "smp" gives it the new rate of its stage
+# (segmentation_models.pytorch `replace_strides_with_dilation`).
+DILATION_RULES = ("torchvision", "smp")
 
 # Layers whose `strides` change the resolution (and that `dilate_config` knows how to edit).
 _STRIDED = {"Conv2D", "DepthwiseConv2D", "SeparableConv2D", "MaxPooling2D", "AveragePooling2D"}
@@ -57,7 +64,9 @@ def _inbound_layer_names(layer_config: dict[str, Any]) -> list[str]:
     return names
 
 
-def dilate_config(config: dict[str, Any], output_stride: int) -> dict[str, Any]:
+def dilate_config(
+    config: dict[str, Any], output_stride: int, rule: str = "torchvision"
+) -> dict[str, Any]:
     """A copy of Functional `config` whose outputs have stride at most `output_stride`.
 
     Args:
@@ -72,6 +81,8 @@ def dilate_config(config: dict[str, Any], output_stride: int) -> dict[str, Any]:
         NotImplementedError: the network has a layer the rule cannot convert (a pooling
             window or a "valid" convolution in the dilated part, a shared layer).
     """
+    if rule not in DILATION_RULES:
+        raise ValueError(f"dilation rule must be one of {DILATION_RULES}, got {rule!r}")
     config = copy.deepcopy(config)
     layers = {layer["name"]: layer for layer in config["layers"]}
     consumers: dict[str, int] = {}
@@ -93,6 +104,8 @@ def dilate_config(config: dict[str, Any], output_stride: int) -> dict[str, Any]:
         if original > 1 and cls not in _STRIDED:
             raise NotImplementedError(f"Layer {name!r} ({cls}) has strides the surgery can't edit")
         unstride = original > 1 and nominal_in * original > output_stride
+        if unstride and rule == "smp":
+            rate *= original
         kernel = _pair(cfg.get("kernel_size", cfg.get("pool_size", 1)))
         if (unstride or rate > 1) and max(kernel) > 1:
             if cls not in _DILATABLE:
@@ -138,7 +151,11 @@ def _repad(layers, consumers, inbound, name, kernel, rate, unstride) -> None:
 
 
 def pyramid_model(
-    base: keras.Model, feature_layers: dict[str, str], output_stride: int, name: str
+    base: keras.Model,
+    feature_layers: dict[str, str],
+    output_stride: int,
+    name: str,
+    dilation_rule: str = "torchvision",
 ) -> keras.Model:
     """The `{"P1".."P5"}` pyramid of `base`, rebuilt with atrous surgery and `base`'s weights.
 
@@ -147,6 +164,7 @@ def pyramid_model(
         feature_layers: pyramid level -> name of the `base` layer whose output it is.
         output_stride: 8, 16 or 32; the last stage(s) dilate instead of striding beyond it.
         name: name of the returned model.
+        dilation_rule: one of `DILATION_RULES`.
 
     Returns:
         Functional `keras.Model` with dict outputs; layers after the deepest feature are
@@ -154,7 +172,7 @@ def pyramid_model(
     """
     outputs = {level: base.get_layer(layer).output for level, layer in feature_layers.items()}
     features = keras.Model(base.input, outputs, name=name)
-    model = keras.Model.from_config(dilate_config(features.get_config(), output_stride))
+    model = keras.Model.from_config(dilate_config(features.get_config(), output_stride, dilation_rule))
     for layer in features.layers:
         if layer.weights:
             model.get_layer(layer.name).set_weights(layer.get_weights())

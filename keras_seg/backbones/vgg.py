@@ -180,3 +180,31 @@ def vgg16(
     if weights == "imagenet":
         load_imagenet_vgg16(model)
     return model
+
+
+@register_backbone("vgg16_torchvision", normalization="torch", output_strides=(32,))
+def vgg16_torchvision(
+    input_shape: tuple[int | None, int | None, int] = (None, None, 3),
+    weights: str | None = None,
+    output_stride: int = 32,
+    width: int = 64,
+    batch_norm: bool = False,
+) -> keras.Model:
+    """VGG16 for torchvision/timm checkpoints (`vgg16`, `vgg16_bn`): the same layers as
+    `vgg16`, with the "torch" (RGB, ImageNet mean/std) normalisation their weights expect.
+
+    Args:
+        input_shape, output_stride, width, batch_norm: as `vgg16`.
+        weights: `None`; load a torchvision/timm checkpoint with `keras_seg.weights`
+            (`build_backbone("vgg16_torchvision", weights="vgg16-397923af.pth")`).
+
+    Returns:
+        Functional `keras.Model` named "vgg16_torchvision" with dict outputs "P1".."P5".
+    """
+    if weights is not None:
+        raise ValueError(
+            "vgg16_torchvision takes weights=None or a torchvision/timm checkpoint file; "
+            f"'imagenet' (Keras' Caffe-normalised weights) belongs to 'vgg16', got {weights!r}"
+        )
+    model = vgg16(input_shape, None, output_stride, width, batch_norm)
+    return keras.Model(model.input, model.output, name="vgg16_torchvision")

@@ -43,9 +43,9 @@ def conv_bn_act(
     return x
 
 
-def logits_head(x, num_classes: int, name: str = "logits"):
-    """1x1 convolution to class logits, computed in float32 so mixed precision stays stable."""
-    return layers.Conv2D(num_classes, 1, dtype="float32", name=name)(x)
+def logits_head(x, num_classes: int, name: str = "logits", kernel_size: int = 1):
+    """Convolution (1x1 by default) to class logits, in float32 so mixed precision stays stable."""
+    return layers.Conv2D(num_classes, kernel_size, padding="same", dtype="float32", name=name)(x)
 
 
 def stride_safe(

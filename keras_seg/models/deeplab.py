@@ -19,6 +19,12 @@ preprocessing does) and the logits are cropped back, so any input size works. Th
 feature has stride `output_stride`, so that multiple keeps every level aligned; padding to 32
 would only add pixels (DeepLab's 513x513 crop pads to 528, not 544).
 The papers give no parameter counts, so there is no `paper_params` here.
+
+segmentation_models.pytorch builds both a little differently, and three options reproduce
+it so its checkpoints load (`keras_seg.weights.smp`): `aspp_post_conv` (a 3x3 conv-BN-ReLU
+after the ASPP projection), `decoder_convs=1` (one 3x3 convolution after the concatenation,
+not the paper's two) and `align_corners=True` (its bilinear upsampling aligns corners), with
+the backbone's `dilation_rule="smp"` and `aspp_rates=(12, 24, 36)` at every output stride.
 """
 
 from __future__ import annotations
@@ -68,6 +74,9 @@ def _deeplab(
     backbone_kwargs: dict[str, Any] | None,
     decoder_filters: int = 256,
     low_level_filters: int = 48,
+    aspp_post_conv: bool = False,
+    decoder_convs: int = 2,
+    align_corners: bool = False,
 ) -> keras.Model:
     """DeepLabv3 (`decoder=False`) or DeepLabv3+ (`decoder=True`); see the builders."""
     backbone = backbone or DEFAULT_BACKBONE
@@ -83,6 +92,7 @@ def _deeplab(
     for arg, value in [
         ("decoder_filters", decoder_filters),
         ("low_level_filters", low_level_filters),
+        ("decoder_convs", decoder_convs),
     ]:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{arg} must be a positive integer, got {value!r}")
@@ -98,14 +108,18 @@ def _deeplab(
     def body(x):
         pyramid = features(x)
         y = aspp(pyramid["P5"], aspp_filters, rates, aspp_dropout, separable, name="aspp")
+        if aspp_post_conv:
+            y = conv_bn_act(y, aspp_filters, "aspp_post", separable=separable)
         if decoder:
             low = conv_bn_act(pyramid["P2"], low_level_filters, "decoder_low_level", kernel_size=1)
-            y = ResizeToMatch(name="decoder_upsample")([y, low])
+            y = ResizeToMatch(align_corners=align_corners, name="decoder_upsample")([y, low])
             y = layers.Concatenate(name="decoder_concat")([y, low])
-            for i in (1, 2):
+            for i in range(1, decoder_convs + 1):
                 y = conv_bn_act(y, decoder_filters, f"decoder_conv{i}", separable=separable)
         logits = logits_head(y, num_classes)
-        return ResizeToMatch(name="upsample_logits", dtype="float32")([logits, x])
+        return ResizeToMatch(align_corners=align_corners, name="upsample_logits", dtype="float32")(
+            [logits, x]
+        )
 
     inputs = keras.Input(input_shape, name="images")
     x = Normalize(spec.normalization, name="normalize")(inputs)
@@ -126,6 +140,9 @@ def deeplabv3plus(
     low_level_filters: int = 48,
     separable: bool = False,
     backbone_kwargs: dict[str, Any] | None = None,
+    aspp_post_conv: bool = False,
+    decoder_convs: int = 2,
+    align_corners: bool = False,
 ) -> keras.Model:
     """DeepLabv3+ (Chen et al. 2018): atrous backbone, ASPP and a stride-4 decoder.
 
@@ -146,6 +163,10 @@ def deeplabv3plus(
             uses with Xception.
         backbone_kwargs: extra backbone options, e.g. `{"alpha": 0.5}` for mobilenet_v2 or
             `{"width": 16}` for resnet18/34.
+        aspp_post_conv: a 3x3 conv-BN-ReLU after the ASPP projection (SMP has it).
+        decoder_convs: 3x3 convolutions after the concatenation (2 in the paper, 1 in SMP).
+        align_corners: bilinear upsampling with aligned corners (SMP) instead of half-pixel
+            centres.
 
     Returns:
         Functional `keras.Model` with float32 logits `(B, H, W, num_classes)`.
@@ -168,6 +189,9 @@ def deeplabv3plus(
         backbone_kwargs=backbone_kwargs,
         decoder_filters=decoder_filters,
         low_level_filters=low_level_filters,
+        aspp_post_conv=aspp_post_conv,
+        decoder_convs=decoder_convs,
+        align_corners=align_corners,
     )
 
 
@@ -183,6 +207,8 @@ def deeplabv3(
     aspp_dropout: float = 0.1,
     separable: bool = False,
     backbone_kwargs: dict[str, Any] | None = None,
+    aspp_post_conv: bool = False,
+    align_corners: bool = False,
 ) -> keras.Model:
     """DeepLabv3 (Chen et al. 2017): atrous backbone, ASPP, logits upsampled to the input.
 
@@ -197,6 +223,8 @@ def deeplabv3(
         aspp_dropout: dropout after the ASPP projection.
         separable: depthwise-separable 3x3 convolutions in ASPP.
         backbone_kwargs: extra backbone options (`alpha`, `width`).
+        aspp_post_conv: a 3x3 conv-BN-ReLU after the ASPP projection (SMP has it).
+        align_corners: bilinear upsampling with aligned corners (SMP).
 
     Returns:
         Functional `keras.Model` with float32 logits `(B, H, W, num_classes)`.
@@ -217,4 +245,6 @@ def deeplabv3(
         aspp_dropout=aspp_dropout,
         separable=separable,
         backbone_kwargs=backbone_kwargs,
+        aspp_post_conv=aspp_post_conv,
+        align_corners=align_corners,
     )

@@ -16,7 +16,8 @@ the decoder is segmentation_models.pytorch's `Unet` decoder: five steps with
 `decoder_filters` (256, 128, 64, 32, 16) channels, each a 2x nearest upsampling, a
 concatenation with the skip (P4, P3, P2, P1, none) and two 3x3 conv-BN-ReLU, then 1x1 logits.
 For resnet34 and 21 classes this has 24,436,581 trainable parameters; SMP's
-`Unet("resnet34", classes=21)` has 24,439,269 because its head is a 3x3 convolution.
+`Unet("resnet34", classes=21)` has 24,439,269 because its head is a 3x3 convolution
+(`head_kernel_size=3` builds that, and SMP checkpoints load into it: `keras_seg.weights`).
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ def _pyramid_body(
     batch_norm: bool,
     dropout: float,
     backbone_kwargs: dict[str, Any],
+    head_kernel_size: int,
 ):
     """SMP-style U-Net decoder on the backbone's P1..P5 pyramid -> logits."""
     x = Normalize(get_backbone_spec(backbone).normalization, name="normalize")(x)
@@ -89,7 +91,7 @@ def _pyramid_body(
         if skip is not None:
             x = layers.Concatenate(name=f"{name}_concat")([x, features[skip]])
         x = _double_conv(x, filters, name, batch_norm)
-    return logits_head(x, num_classes)
+    return logits_head(x, num_classes, kernel_size=head_kernel_size)
 
 
 @register_model(
@@ -109,6 +111,7 @@ def unet(
     dropout: float = 0.0,
     decoder_filters: tuple[int, ...] | None = None,
     backbone_kwargs: dict[str, Any] | None = None,
+    head_kernel_size: int = 1,
 ) -> keras.Model:
     """U-Net (Ronneberger et al. 2015): encoder-decoder with skip concatenations.
 
@@ -130,6 +133,7 @@ def unet(
             (default `(256, 128, 64, 32, 16)`, as SMP).
         backbone_kwargs: backbone only: extra options of the backbone builder
             (e.g. `{"width": 16}` for resnet18/34).
+        head_kernel_size: backbone only: kernel of the logits convolution (1; SMP uses 3).
 
     Returns:
         Functional `keras.Model` with float32 logits `(B, H, W, num_classes)`.
@@ -147,11 +151,11 @@ def unet(
                 "unet without a backbone has no pretrained weights; weights must be None, "
                 f"got {weights!r}"
             )
-        if decoder_filters is not None or backbone_kwargs is not None:
+        if decoder_filters is not None or backbone_kwargs is not None or head_kernel_size != 1:
             raise ValueError(
-                "decoder_filters and backbone_kwargs need a backbone (e.g. backbone='resnet34'), "
-                f"got backbone=None with decoder_filters={decoder_filters!r}, "
-                f"backbone_kwargs={backbone_kwargs!r}"
+                "decoder_filters, backbone_kwargs and head_kernel_size need a backbone (e.g. "
+                f"backbone='resnet34'), got backbone=None with decoder_filters={decoder_filters!r}, "
+                f"backbone_kwargs={backbone_kwargs!r}, head_kernel_size={head_kernel_size!r}"
             )
         if not 1 <= depth <= 6:
             raise ValueError(f"depth must be between 1 and 6, got {depth!r}")
@@ -178,6 +182,8 @@ def unet(
             f"got {decoder_filters!r}"
         )
     get_backbone_spec(backbone)  # an unknown name fails here, listing the known ones
+    if head_kernel_size not in (1, 3):
+        raise ValueError(f"head_kernel_size must be 1 or 3, got {head_kernel_size!r}")
 
     def body(x):
         return _pyramid_body(
@@ -189,6 +195,7 @@ def unet(
             batch_norm,
             dropout,
             dict(backbone_kwargs or {}),
+            head_kernel_size,
         )
 
     return keras.Model(inputs, stride_safe(inputs, 32, body), name=f"unet_{backbone}")

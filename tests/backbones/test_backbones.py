@@ -157,7 +157,7 @@ def _random_batchnorm_statistics(model: keras.Model) -> None:
 
 BASES = {
     "resnet18": (
-        lambda: resnet.basic_resnet((None, None, 3), (2, 2, 2, 2), 8, "resnet18"),
+        lambda: resnet.torchvision_resnet((None, None, 3), (2, 2, 2, 2), 8, "resnet18"),
         resnet.feature_layers((2, 2, 2, 2)),
     ),
     "mobilenet_v2": (

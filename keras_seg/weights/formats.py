@@ -1,0 +1,114 @@
+"""What a checkpoint is (its `Layout`) and which key map fills which keras_seg backbone.
+
+A backbone checkpoint is a torchvision or timm ImageNet classifier; its keys say which
+network it is (ResNet depth from the blocks of layer3, VGG with or without BatchNorm,
+MobileNetV2). A whole-model checkpoint (segmentation_models.pytorch) is read in `smp.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from dataclasses import field
+from typing import Any
+
+import keras
+
+from keras_seg.weights import mobilenet
+from keras_seg.weights import torchvision
+from keras_seg.weights.assign import KeyMap
+from keras_seg.weights.assign import weighted_layers
+
+WEIGHTS_FORMATS = ("torchvision", "timm", "smp")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A recognised checkpoint.
+
+    Attributes:
+        format: one of `WEIGHTS_FORMATS` ("torchvision" also covers timm's ResNet and VGG,
+            which share its keys).
+        backbone: the keras_seg backbone that takes its (encoder) weights.
+        backbone_kwargs: backbone options its weights fix (VGG's `batch_norm`, ...).
+        prefix: key prefix of the backbone part ("" or SMP's "encoder.").
+        model: the keras_seg model of a whole-model checkpoint, else None.
+        fixed: model options the weights fix (a different value can't load).
+        defaults: model options the weights don't show (the reference's defaults, or its
+            config.json); the caller's values win.
+        num_classes: classes of a whole-model checkpoint.
+        description: one line for messages, e.g. "SMP Unet on resnet34, 21 classes".
+        model_map: keras model -> key map of the whole model (whole-model checkpoints).
+    """
+
+    format: str
+    backbone: str
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
+    prefix: str = ""
+    model: str | None = None
+    fixed: dict[str, Any] = field(default_factory=dict)
+    defaults: dict[str, Any] = field(default_factory=dict)
+    num_classes: int | None = None
+    description: str = ""
+    model_map: Callable[[keras.Model], KeyMap] | None = None
+
+
+# (recogniser(keys, prefix) -> (backbone, kwargs) | None, formats it belongs to)
+_RECOGNISERS = (
+    (torchvision.recognise_resnet, ("torchvision", "timm", "smp")),
+    (torchvision.recognise_vgg16, ("torchvision", "timm", "smp")),
+    (mobilenet.recognise_torchvision, ("torchvision", "smp")),
+    (mobilenet.recognise_timm, ("timm",)),
+)
+
+# Backbones that take converted weights -> key-map builder (backbone model, prefix) -> KeyMap.
+BACKBONE_MAPS: dict[str, Callable[[keras.Model, str], KeyMap]] = {
+    "resnet18": lambda m, p: torchvision.resnet_map(weighted_layers(m), p),
+    "resnet34": lambda m, p: torchvision.resnet_map(weighted_layers(m), p),
+    "resnet50_torchvision": lambda m, p: torchvision.resnet_map(weighted_layers(m), p),
+    "resnet101_torchvision": lambda m, p: torchvision.resnet_map(weighted_layers(m), p),
+    "vgg16_torchvision": torchvision.vgg_map,
+    **mobilenet.BACKBONE_MAPS,
+}
+
+# A keras.applications backbone and the torch-layout one that its checkpoint needs.
+TORCH_LAYOUT_OF = {
+    "resnet50": "resnet50_torchvision",
+    "resnet101": "resnet101_torchvision",
+    "vgg16": "vgg16_torchvision",
+    "mobilenet_v2": "mobilenet_v2_torchvision",
+}
+
+
+def recognise_backbone(
+    keys: set[str], prefix: str = "", weights_format: str | None = None
+) -> tuple[str, str, dict[str, Any]] | None:
+    """(format, backbone, backbone kwargs) of an ImageNet classifier's keys, else None."""
+    for recognise, formats in _RECOGNISERS:
+        if weights_format is not None and weights_format not in formats:
+            continue
+        found = recognise(keys, prefix)
+        if found:
+            return (weights_format or formats[0], *found)
+    return None
+
+
+def backbone_layout(keys: set[str], source: str, weights_format: str | None) -> Layout:
+    """The layout of a backbone (ImageNet classifier) checkpoint.
+
+    Raises:
+        WeightsError: the keys match no supported network.
+    """
+    from keras_seg.weights.checkpoint import WeightsError
+
+    found = recognise_backbone(keys, "", weights_format)
+    if found is None:
+        sample = ", ".join(sorted(keys)[:4])
+        raise WeightsError(
+            f"{source}: not a checkpoint keras_seg can read"
+            f"{f' as {weights_format!r}' if weights_format else ''} (keys {sample}, ...); "
+            f"supported: torchvision/timm ResNet-18/34/50/101, VGG16(-BN), MobileNetV2 and "
+            f"segmentation_models.pytorch Unet/DeepLabV3/DeepLabV3Plus on those"
+        )
+    fmt, backbone, kwargs = found
+    return Layout(fmt, backbone, kwargs, description=f"{fmt} {backbone}")

@@ -1,0 +1,64 @@
+"""Reference-parity cases, shared by the PyTorch side (`reference.py`, run in its own process)
+and the Keras side (`test_parity.py`). Plain data: importing this module imports neither
+framework.
+
+Each case: the reference constructor (`library`, `factory`, `kwargs`), how keras_seg builds the
+counterpart from the saved checkpoint (`backbone` for an encoder, `model` for a whole model),
+what to compare ("pyramid": every level P1..P5; "logits") and how the input is padded on the
+PyTorch side, as keras_seg pads inside the model (SMP needs divisible sizes): to a multiple
+`pad`, bottom/right, with black pixels (U-Net) or, `pad_normalised`, with zeros after the
+normalisation, i.e. the mean pixel (DeepLab, as DeepLab's own preprocessing pads).
+"""
+
+from __future__ import annotations
+
+# Two sizes per case: one a multiple of 32, one not.
+SIZES = ((64, 64), (70, 90))
+# torchvision's ImageNet statistics in 0..255 pixel units ("torch" normalisation).
+MEAN = (123.675, 116.28, 103.53)
+STD = (58.395, 57.12, 57.375)
+# Max |difference| of outputs, relative to their max |value| (float32).
+TOLERANCE = 1e-4
+
+CASES: dict[str, dict] = {}
+
+
+def _case(
+    name, library, factory, compare, keras, pad=1, kwargs=None, save="pth", drop=(),
+    pad_normalised=False,
+):
+    CASES[name] = {
+        "pad_normalised": pad_normalised,
+        "library": library,
+        "factory": factory,
+        "kwargs": kwargs or {},
+        "compare": compare,
+        "keras": keras,
+        "pad": pad,
+        "save": save,
+        "drop": list(drop),
+    }
+
+
+for _depth in (18, 34, 50, 101):
+    _bb = f"resnet{_depth}" + ("_torchvision" if _depth >= 50 else "")
+    _case(f"torchvision_resnet{_depth}", "torchvision", f"resnet{_depth}", "pyramid",
+          {"backbone": _bb})
+    _case(f"timm_resnet{_depth}", "timm", f"resnet{_depth}", "pyramid", {"backbone": _bb},
+          save="safetensors")
+# VGG's 100M-parameter classifier is dropped from the saved file to keep the test light;
+# the loader ignores classifier keys either way.
+for _bn in (False, True):
+    _suffix = "_bn" if _bn else ""
+    _case(f"torchvision_vgg16{_suffix}", "torchvision", f"vgg16{_suffix}", "pyramid",
+          {"backbone": "vgg16_torchvision"}, drop=("classifier.",))
+    _case(f"timm_vgg16{_suffix}", "timm", f"vgg16{_suffix}", "pyramid",
+          {"backbone": "vgg16_torchvision"}, drop=("pre_logits.", "head."), save="safetensors")
+
+for _encoder in ("resnet34", "resnet50"):
+    _case(f"smp_unet_{_encoder}", "smp", "Unet", "logits", {"model": "unet"}, pad=32,
+          kwargs={"encoder_name": _encoder, "classes": 5}, save="hub")
+    _case(f"smp_deeplabv3plus_{_encoder}", "smp", "DeepLabV3Plus", "logits",
+          {"model": "deeplabv3plus"}, pad=16, pad_normalised=True, kwargs={"encoder_name": _encoder, "classes": 5})
+    _case(f"smp_deeplabv3_{_encoder}", "smp", "DeepLabV3", "logits", {"model": "deeplabv3"},
+          pad=8, pad_normalised=True, kwargs={"encoder_name": _encoder, "classes": 5})

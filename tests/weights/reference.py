@@ -1,0 +1,119 @@
+"""Build each reference model of `cases.CASES` in PyTorch, save its checkpoint and outputs.
+
+Run in its own process (`python reference.py OUT_DIR [CASE ...]`): torchvision (imported by
+timm and SMP) crashes when TensorFlow is already loaded in the process. Weights are random and
+BatchNorm statistics random too, in eval mode; inputs are random pixels 0..255, normalised
+with the ImageNet statistics and zero-padded (raw pixels) to the case's multiple, as keras_seg
+does inside the model. Writes `{case}.pth` / `.safetensors` / `{case}/` (hub folder),
+`{case}.npz` (inputs `x{i}` in pixels, outputs `y{i}_{level}` NHWC, cropped to the input).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from cases import CASES, MEAN, SIZES, STD  # noqa: E402
+
+
+def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5, generator=g)
+            module.running_var.uniform_(0.5, 1.5, generator=g)
+            module.weight.data.uniform_(0.5, 1.5, generator=g)
+            module.bias.data.uniform_(-0.5, 0.5, generator=g)
+    return model.eval()
+
+
+def construct(case: dict) -> torch.nn.Module:
+    if case["library"] == "torchvision":
+        import torchvision.models
+
+        return getattr(torchvision.models, case["factory"])(weights=None, **case["kwargs"])
+    if case["library"] == "timm":
+        import timm
+
+        return timm.create_model(case["factory"], pretrained=False, **case["kwargs"])
+    import segmentation_models_pytorch as smp
+
+    return getattr(smp, case["factory"])(encoder_weights=None, **case["kwargs"])
+
+
+def pyramid(model, library: str, x):
+    """The five feature levels (strides 2..32) the keras_seg backbone returns."""
+    if library == "smp":
+        return model.encoder(x)[1:]
+    if hasattr(model, "layer1"):  # ResNet (torchvision and timm name it alike)
+        act = getattr(model, "act1", None) or model.relu
+        y = act(model.bn1(model.conv1(x)))
+        levels = [y]
+        y = model.maxpool(y)
+        for stage in (model.layer1, model.layer2, model.layer3, model.layer4):
+            y = stage(y)
+            levels.append(y)
+        return levels
+    if hasattr(model, "features") and not hasattr(model, "conv_stem"):  # VGG: after each pool
+        levels = []
+        y = x
+        for module in model.features:
+            y = module(y)
+            if isinstance(module, torch.nn.MaxPool2d):
+                levels.append(y)
+        return levels
+    raise ValueError(f"no pyramid for {type(model).__name__}")
+
+
+def save(model, case: dict, path: Path) -> None:
+    state = {
+        k: v for k, v in model.state_dict().items() if not k.startswith(tuple(case["drop"]))
+    }
+    if case["save"] == "hub":
+        model.save_pretrained(str(path))
+    elif case["save"] == "safetensors":
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path) + ".safetensors")
+    else:
+        torch.save(state, str(path) + ".pth")
+
+
+def run(name: str, out: Path) -> None:
+    case = CASES[name]
+    torch.manual_seed(0)
+    model = randomize(construct(case))
+    save(model, case, out / name)
+    rng = np.random.default_rng(1)
+    arrays = {}
+    for i, (h, w) in enumerate(SIZES):
+        x = rng.uniform(0, 255, (1, h, w, 3)).astype(np.float32)
+        m = case["pad"]
+        normalised = np.zeros((1, -(-h // m) * m, -(-w // m) * m, 3), np.float32)
+        if not case["pad_normalised"]:
+            normalised[:] = (0 - np.float32(MEAN)) / np.float32(STD)  # black pixels
+        normalised[:, :h, :w] = (x - np.float32(MEAN)) / np.float32(STD)
+        t = torch.from_numpy(normalised.transpose(0, 3, 1, 2).copy())
+        with torch.inference_mode():
+            if case["compare"] == "logits":
+                outputs = {"logits": model(t)}
+            else:
+                outputs = {f"P{k}": y for k, y in enumerate(pyramid(model, case["library"], t), 1)}
+        arrays[f"x{i}"] = x
+        for level, y in outputs.items():
+            y = y.numpy().transpose(0, 2, 3, 1)
+            if case["compare"] == "logits":
+                y = y[:, :h, :w]
+            arrays[f"y{i}_{level}"] = y
+    np.savez(out / f"{name}.npz", **arrays)
+
+
+if __name__ == "__main__":
+    out = Path(sys.argv[1])
+    out.mkdir(parents=True, exist_ok=True)
+    for name in sys.argv[2:] or CASES:
+        run(name, out)
