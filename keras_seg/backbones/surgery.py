@@ -172,7 +172,9 @@ def pyramid_model(
     """
     outputs = {level: base.get_layer(layer).output for level, layer in feature_layers.items()}
     features = keras.Model(base.input, outputs, name=name)
-    model = keras.Model.from_config(dilate_config(features.get_config(), output_stride, dilation_rule))
+    model = keras.Model.from_config(
+        dilate_config(features.get_config(), output_stride, dilation_rule)
+    )
     for layer in features.layers:
         if layer.weights:
             model.get_layer(layer.name).set_weights(layer.get_weights())

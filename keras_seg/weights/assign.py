@@ -162,9 +162,7 @@ def assign(
     report.unused = sorted(
         key
         for key in tensors
-        if key not in used
-        and not key.endswith(IGNORED_SUFFIXES)
-        and not key.startswith(ignore)
+        if key not in used and not key.endswith(IGNORED_SUFFIXES) and not key.startswith(ignore)
     )
     if report.unused and not partial:
         raise WeightsError(

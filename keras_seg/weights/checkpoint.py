@@ -183,7 +183,6 @@ def _download(handle: str) -> Path:
         )
     except Exception as e:  # offline, unknown repo, gated repo: the remedy is the same
         raise WeightsError(
-            f"{handle}: could not download from the Hugging Face hub "
-            f"({type(e).__name__}); {where}"
+            f"{handle}: could not download from the Hugging Face hub ({type(e).__name__}); {where}"
         ) from None
     return Path(folder)

@@ -219,4 +219,3 @@ def _deeplabv3_map(model: keras.Model) -> KeyMap:
         "aspp_post_bn": "decoder.bn",
     }
     return _separable(key_map, model)
-

@@ -24,7 +24,15 @@ CASES: dict[str, dict] = {}
 
 
 def _case(
-    name, library, factory, compare, keras, pad=1, kwargs=None, save="pth", drop=(),
+    name,
+    library,
+    factory,
+    compare,
+    keras,
+    pad=1,
+    kwargs=None,
+    save="pth",
+    drop=(),
     pad_normalised=False,
 ):
     CASES[name] = {
@@ -42,23 +50,71 @@ def _case(
 
 for _depth in (18, 34, 50, 101):
     _bb = f"resnet{_depth}" + ("_torchvision" if _depth >= 50 else "")
-    _case(f"torchvision_resnet{_depth}", "torchvision", f"resnet{_depth}", "pyramid",
-          {"backbone": _bb})
-    _case(f"timm_resnet{_depth}", "timm", f"resnet{_depth}", "pyramid", {"backbone": _bb},
-          save="safetensors")
+    _case(
+        f"torchvision_resnet{_depth}",
+        "torchvision",
+        f"resnet{_depth}",
+        "pyramid",
+        {"backbone": _bb},
+    )
+    _case(
+        f"timm_resnet{_depth}",
+        "timm",
+        f"resnet{_depth}",
+        "pyramid",
+        {"backbone": _bb},
+        save="safetensors",
+    )
 # VGG's 100M-parameter classifier is dropped from the saved file to keep the test light;
 # the loader ignores classifier keys either way.
 for _bn in (False, True):
     _suffix = "_bn" if _bn else ""
-    _case(f"torchvision_vgg16{_suffix}", "torchvision", f"vgg16{_suffix}", "pyramid",
-          {"backbone": "vgg16_torchvision"}, drop=("classifier.",))
-    _case(f"timm_vgg16{_suffix}", "timm", f"vgg16{_suffix}", "pyramid",
-          {"backbone": "vgg16_torchvision"}, drop=("pre_logits.", "head."), save="safetensors")
+    _case(
+        f"torchvision_vgg16{_suffix}",
+        "torchvision",
+        f"vgg16{_suffix}",
+        "pyramid",
+        {"backbone": "vgg16_torchvision"},
+        drop=("classifier.",),
+    )
+    _case(
+        f"timm_vgg16{_suffix}",
+        "timm",
+        f"vgg16{_suffix}",
+        "pyramid",
+        {"backbone": "vgg16_torchvision"},
+        drop=("pre_logits.", "head."),
+        save="safetensors",
+    )
 
 for _encoder in ("resnet34", "resnet50"):
-    _case(f"smp_unet_{_encoder}", "smp", "Unet", "logits", {"model": "unet"}, pad=32,
-          kwargs={"encoder_name": _encoder, "classes": 5}, save="hub")
-    _case(f"smp_deeplabv3plus_{_encoder}", "smp", "DeepLabV3Plus", "logits",
-          {"model": "deeplabv3plus"}, pad=16, pad_normalised=True, kwargs={"encoder_name": _encoder, "classes": 5})
-    _case(f"smp_deeplabv3_{_encoder}", "smp", "DeepLabV3", "logits", {"model": "deeplabv3"},
-          pad=8, pad_normalised=True, kwargs={"encoder_name": _encoder, "classes": 5})
+    _case(
+        f"smp_unet_{_encoder}",
+        "smp",
+        "Unet",
+        "logits",
+        {"model": "unet"},
+        pad=32,
+        kwargs={"encoder_name": _encoder, "classes": 5},
+        save="hub",
+    )
+    _case(
+        f"smp_deeplabv3plus_{_encoder}",
+        "smp",
+        "DeepLabV3Plus",
+        "logits",
+        {"model": "deeplabv3plus"},
+        pad=16,
+        pad_normalised=True,
+        kwargs={"encoder_name": _encoder, "classes": 5},
+    )
+    _case(
+        f"smp_deeplabv3_{_encoder}",
+        "smp",
+        "DeepLabV3",
+        "logits",
+        {"model": "deeplabv3"},
+        pad=8,
+        pad_normalised=True,
+        kwargs={"encoder_name": _encoder, "classes": 5},
+    )

@@ -17,7 +17,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cases import CASES, MEAN, SIZES, STD  # noqa: E402
+from cases import CASES  # noqa: E402
+from cases import MEAN  # noqa: E402
+from cases import SIZES  # noqa: E402
+from cases import STD  # noqa: E402
 
 
 def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -70,9 +73,7 @@ def pyramid(model, library: str, x):
 
 
 def save(model, case: dict, path: Path) -> None:
-    state = {
-        k: v for k, v in model.state_dict().items() if not k.startswith(tuple(case["drop"]))
-    }
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith(tuple(case["drop"]))}
     if case["save"] == "hub":
         model.save_pretrained(str(path))
     elif case["save"] == "safetensors":
