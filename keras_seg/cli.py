@@ -131,6 +131,73 @@ def _cmd_export(args) -> int:
     return 0
 
 
+# --- convert ------------------------------------------------------------------------------
+
+
+def _add_convert(sub, common) -> None:
+    p = sub.add_parser(
+        "convert",
+        parents=[common],
+        help="a PyTorch checkpoint (torchvision, timm, segmentation_models.pytorch) -> .keras",
+        description="Build a keras_seg model from a PyTorch checkpoint and save it as a .keras "
+        "file for export, evaluate, predict and train. Whole-model checkpoints "
+        "(segmentation_models.pytorch Unet / DeepLabV3 / DeepLabV3Plus) give the whole model; "
+        "ImageNet classifiers (torchvision / timm ResNet, VGG16, MobileNetV2) give the "
+        "backbone. Where the reference package is installed the converted model is compared "
+        "with it and refused when its outputs differ by more than 1e-4 of their largest value.",
+    )
+    p.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        help="checkpoint: .safetensors / .pth / .pt / .bin, a Hugging Face folder, or hf://owner/repo",
+    )
+    p.add_argument("--model", required=True, help="model name (keras-seg models)")
+    p.add_argument("--backbone", help="backbone (default: the checkpoint's)")
+    p.add_argument(
+        "--num-classes", type=int, help="classes (default: the checkpoint's; needed for backbones)"
+    )
+    p.add_argument("--output", required=True, help=".keras file to write")
+    p.add_argument(
+        "--weights-format",
+        choices=("torchvision", "timm", "smp"),
+        help="the checkpoint's layout (default: recognised from its keys)",
+    )
+    p.add_argument(
+        "--partial",
+        action="store_true",
+        help="load what fits (a new class count, an encoder only) and list what was skipped",
+    )
+    p.add_argument(
+        "--no-check", action="store_true", help="skip the comparison with the reference"
+    )
+    p.add_argument(
+        "--allow-mismatch",
+        action="store_true",
+        help="write the model even when it disagrees with the reference (with a warning)",
+    )
+    p.set_defaults(func=_cmd_convert)
+
+
+def _cmd_convert(args) -> int:
+    from keras_seg.convert import convert
+
+    if not args.output.endswith(".keras"):
+        raise _UsageError(f"--output must end in .keras, got {args.output!r}")
+    convert(
+        args.source,
+        args.model,
+        args.output,
+        backbone=args.backbone,
+        num_classes=args.num_classes,
+        weights_format=args.weights_format,
+        partial=args.partial,
+        check=not args.no_check,
+        allow_mismatch=args.allow_mismatch,
+    )
+    return 0
+
+
 # --- benchmark ----------------------------------------------------------------------------
 
 
@@ -309,11 +376,12 @@ def _classify(error: BaseException) -> tuple[int, str] | None:
     from keras_seg.data import DataError
     from keras_seg.data.errors import data_error_from
     from keras_seg.export import ExportMismatch
+    from keras_seg.weights import ParityMismatch
     from keras_seg.training import TrainingDiverged
 
     if isinstance(error, TrainingDiverged):
         return EXIT_DIVERGED, _one_line(error)
-    if isinstance(error, ExportMismatch):
+    if isinstance(error, (ExportMismatch, ParityMismatch)):
         return EXIT_FAILED, _one_line(error)
     if isinstance(error, (ConfigError, DataError, _UsageError)):
         return EXIT_BAD_INPUT, _one_line(error)
@@ -379,6 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_models,
         _add_benchmark,
         _add_export,
+        _add_convert,
         _add_train,
         _add_evaluate,
         _add_predict,

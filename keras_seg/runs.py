@@ -106,6 +106,8 @@ def build_model(cfg: Config, num_classes: int | None = None) -> keras.Model:
         input_shape=(None, None, cfg.model.input_channels),
         backbone=cfg.model.backbone,
         weights=cfg.model.weights,
+        weights_format=cfg.model.weights_format,
+        weights_partial=cfg.model.weights_partial,
         **cfg.model.options,
     )
 

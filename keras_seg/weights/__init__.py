@@ -16,6 +16,7 @@ Every tensor is checked against the layer that takes it; a partial load
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from collections.abc import Callable
@@ -36,6 +37,7 @@ from keras_seg.weights.formats import TORCH_LAYOUT_OF
 from keras_seg.weights.formats import WEIGHTS_FORMATS
 from keras_seg.weights.formats import Layout
 from keras_seg.weights.formats import backbone_layout
+from keras_seg.weights.parity import ParityMismatch
 from keras_seg.weights.torchvision import HEAD_PREFIXES
 
 __all__ = [
@@ -44,6 +46,7 @@ __all__ = [
     "Checkpoint",
     "Layout",
     "LoadReport",
+    "ParityMismatch",
     "WeightsError",
     "build_from_checkpoint",
     "is_checkpoint_source",
@@ -114,7 +117,7 @@ def _arguments(
     if layout.model is not None and not whole and not partial:
         raise WeightsError(
             f"{source}: the weights are {layout.description}; build {layout.model!r}, or pass "
-            f"weights_partial=True to load its encoder into {name!r}"
+            f"weights_partial=True (--partial) to load its encoder into {name!r}"
         )
     if not whole:
         if num_classes is None:
@@ -129,7 +132,7 @@ def _arguments(
     elif num_classes != layout.num_classes and not partial:
         raise WeightsError(
             f"{source}: the weights have {layout.num_classes} classes ({smp.HEAD}.weight), "
-            f"num_classes={num_classes}; weights_partial=True starts a new head"
+            f"num_classes={num_classes}; weights_partial=True (--partial) starts a new head"
         )
     return backbone, num_classes, options, True
 
@@ -182,6 +185,11 @@ def build_from_checkpoint(
     model = builder(
         num_classes=num_classes, input_shape=input_shape, backbone=backbone, weights=None, **options
     )
+    if whole and layout.reference:
+        # The reference is built with the options the model was built with (the caller may
+        # have chosen another output stride than SMP's default, say).
+        kwargs = layout.reference["kwargs"] | smp.reference_kwargs(layout.model, options)
+        layout = dataclasses.replace(layout, reference={**layout.reference, "kwargs": kwargs})
     if whole:
         report = assign(
             model, layout.model_map(model), checkpoint.tensors, checkpoint.source, partial
@@ -189,6 +197,7 @@ def build_from_checkpoint(
     else:
         encoder = _nested_backbone(model, backbone)
         report = _load_backbone(encoder, backbone, checkpoint, layout, partial)
+    report.path = checkpoint.path
     _warn_skipped(report, checkpoint.source)
     return model, layout, report
 

@@ -25,8 +25,10 @@ IGNORED_SUFFIXES = (".num_batches_tracked",)
 
 @dataclass
 class LoadReport:
-    """What `assign` did: layers loaded, layers skipped (with why) and checkpoint keys unused."""
+    """What `assign` did: layers loaded, layers skipped (with why) and checkpoint keys unused;
+    `path`: the local checkpoint read (set by the caller)."""
 
+    path: str = ""
     loaded: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     unused: list[str] = field(default_factory=list)
@@ -141,7 +143,7 @@ def assign(
         except KeyError as e:
             message = f"{source}: no key {e.args[0]!r} (for layer {name!r})"
             if not partial:
-                raise WeightsError(message + "; weights_partial=True skips it") from None
+                raise WeightsError(message + "; weights_partial=True (--partial) skips it") from None
             report.skipped.append(f"{name} (no {e.args[0]})")
             continue
         expected = [tuple(w.shape) for w in layer.weights]
@@ -153,7 +155,7 @@ def assign(
                 f"expects {expected[bad]}"
             )
             if not partial:
-                raise WeightsError(message + "; weights_partial=True skips it") from None
+                raise WeightsError(message + "; weights_partial=True (--partial) skips it") from None
             report.skipped.append(f"{name} ({_keys(prefix)} {got[bad]} != {expected[bad]})")
             continue
         layer.set_weights(values)
@@ -168,7 +170,7 @@ def assign(
         raise WeightsError(
             f"{source}: {len(report.unused)} checkpoint keys have no layer in {model.name!r} "
             f"(first: {', '.join(report.unused[:3])}); wrong model or backbone? "
-            "weights_partial=True loads the rest"
+            "weights_partial=True (--partial) loads the rest"
         )
     return report
 

@@ -34,9 +34,11 @@ class WeightsError(ValueError):
 
 @dataclass
 class Checkpoint:
-    """`tensors`: key -> float32 array (PyTorch layout); `config`: the folder's config.json."""
+    """`source` as given; `path`: the local file or folder it was read from (a hub handle's
+    download); `tensors`: key -> float32 array (PyTorch layout); `config`: config.json."""
 
     source: str
+    path: str
     tensors: dict[str, np.ndarray]
     config: dict[str, Any] = field(default_factory=dict)
 
@@ -63,6 +65,7 @@ def read_checkpoint(source: str | os.PathLike) -> Checkpoint:
     if not path.exists():
         raise WeightsError(f"{text}: no such checkpoint file or folder")
     config: dict[str, Any] = {}
+    local = str(path)
     if path.is_dir():
         config = _read_json(path / "config.json") if (path / "config.json").is_file() else {}
         path = _folder_weights(path, text)
@@ -73,7 +76,7 @@ def read_checkpoint(source: str | os.PathLike) -> Checkpoint:
     tensors = _read_safetensors(path) if path.suffix == ".safetensors" else _read_torch(path)
     if not tensors:
         raise WeightsError(f"{path}: the checkpoint holds no tensors")
-    return Checkpoint(text, tensors, config)
+    return Checkpoint(text, local, tensors, config)
 
 
 def _folder_weights(folder: Path, text: str) -> Path:

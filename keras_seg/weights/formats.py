@@ -39,6 +39,8 @@ class Layout:
         num_classes: classes of a whole-model checkpoint.
         description: one line for messages, e.g. "SMP Unet on resnet34, 21 classes".
         model_map: keras model -> key map of the whole model (whole-model checkpoints).
+        reference: how `reference.py` builds the reference model: {"library", "factory",
+            "kwargs"} (empty where keras_seg can't name it).
     """
 
     format: str
@@ -51,6 +53,7 @@ class Layout:
     num_classes: int | None = None
     description: str = ""
     model_map: Callable[[keras.Model], KeyMap] | None = None
+    reference: dict[str, Any] = field(default_factory=dict)
 
 
 # (recogniser(keys, prefix) -> (backbone, kwargs) | None, formats it belongs to)
@@ -70,6 +73,29 @@ BACKBONE_MAPS: dict[str, Callable[[keras.Model, str], KeyMap]] = {
     "vgg16_torchvision": torchvision.vgg_map,
     **mobilenet.BACKBONE_MAPS,
 }
+
+# keras_seg backbone -> the name torchvision, timm and SMP give the same network.
+REFERENCE_NAMES = {
+    "resnet18": "resnet18",
+    "resnet34": "resnet34",
+    "resnet50_torchvision": "resnet50",
+    "resnet101_torchvision": "resnet101",
+    "vgg16_torchvision": "vgg16",
+    "mobilenet_v2_torchvision": "mobilenet_v2",
+}
+
+
+def reference_name(backbone: str, backbone_kwargs: dict[str, Any], library: str) -> str | None:
+    """The torchvision / timm / SMP-encoder name of a keras_seg backbone."""
+    name = REFERENCE_NAMES.get(backbone)
+    if name is None:
+        return None
+    if name == "vgg16" and backbone_kwargs.get("batch_norm"):
+        name = "vgg16_bn"
+    if name == "mobilenet_v2" and library == "timm":
+        name = "mobilenetv2_100"
+    return name
+
 
 # A keras.applications backbone and the torch-layout one that its checkpoint needs.
 TORCH_LAYOUT_OF = {
@@ -111,4 +137,13 @@ def backbone_layout(keys: set[str], source: str, weights_format: str | None) -> 
             f"segmentation_models.pytorch Unet/DeepLabV3/DeepLabV3Plus on those"
         )
     fmt, backbone, kwargs = found
-    return Layout(fmt, backbone, kwargs, description=f"{fmt} {backbone}")
+    shared = weights_format is None and backbone.startswith(("resnet", "vgg"))
+    factory = reference_name(backbone, kwargs, fmt)
+    return Layout(
+        fmt,
+        backbone,
+        kwargs,
+        # torchvision and timm share the ResNet and VGG keys: the file can't say which it is.
+        description=f"{'torchvision/timm' if shared else fmt} {factory or backbone}",
+        reference={"library": fmt, "factory": factory, "kwargs": {}} if factory else {},
+    )

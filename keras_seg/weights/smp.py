@@ -21,6 +21,7 @@ from keras_seg.weights.checkpoint import WeightsError
 from keras_seg.weights.formats import BACKBONE_MAPS
 from keras_seg.weights.formats import Layout
 from keras_seg.weights.formats import recognise_backbone
+from keras_seg.weights.formats import reference_name
 
 ENCODER = "encoder."
 HEAD = "segmentation_head.0"
@@ -85,6 +86,7 @@ def layout(checkpoint: Checkpoint) -> Layout:
         defaults["aspp_dropout"] = float(config.get("decoder_aspp_dropout", 0.5))
         backbone_kwargs = {**backbone_kwargs, "dilation_rule": "smp"}
     name = next(k for k, v in SMP_MODELS.items() if v == model)
+    encoder = reference_name(backbone, backbone_kwargs, "smp")
     return Layout(
         format="smp",
         backbone=backbone,
@@ -94,9 +96,29 @@ def layout(checkpoint: Checkpoint) -> Layout:
         fixed=fixed,
         defaults=defaults,
         num_classes=num_classes,
-        description=f"SMP {name} on {backbone}, {num_classes} classes",
+        description=f"SMP {name} on {encoder}, {num_classes} classes",
         model_map=lambda m: _model_map(m, backbone, model_map),
+        reference={
+            "library": "smp",
+            "factory": name,
+            "kwargs": {"encoder_name": encoder, "classes": num_classes}
+            | reference_kwargs(model, {**defaults, **fixed}),
+        },
     )
+
+
+def reference_kwargs(model: str, options: dict[str, Any]) -> dict[str, Any]:
+    """SMP constructor arguments for keras_seg `options` (segmentation_models_pytorch 0.6)."""
+    if model == "unet":
+        return {
+            "decoder_channels": list(options["decoder_filters"]),
+            "decoder_use_norm": "batchnorm" if options["batch_norm"] else False,
+        }
+    return {
+        "encoder_output_stride": options["output_stride"],
+        "decoder_atrous_rates": list(options["aspp_rates"]),
+        "decoder_channels": options["aspp_filters"],
+    }
 
 
 def _unet_options(tensors, source, backbone) -> tuple[dict[str, Any], dict[str, Any]]:

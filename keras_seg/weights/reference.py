@@ -1,0 +1,128 @@
+"""Run a checkpoint in its reference implementation (PyTorch), for parity checks.
+
+A standalone script, run in its own process by `keras_seg.weights.parity` (never imported
+there): torchvision, which timm and segmentation_models.pytorch import, crashes in a process
+that has loaded TensorFlow. It imports only torch, numpy and the reference package.
+
+    python reference.py REQUEST.json
+
+REQUEST: {"checkpoint", "library": "torchvision" | "timm" | "smp", "factory", "kwargs",
+"compare": "pyramid" | "logits", "inputs": NPZ of normalised NHWC arrays "x0".., "outputs": NPZ
+to write ("y{i}_{level}", NHWC)}. Exit code 3 when the reference package is not installed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+# Run as a script, this folder comes first on sys.path, and its `torchvision.py` (our key
+# maps) would shadow the real torchvision.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+
+MISSING_PACKAGE = 3
+
+
+def construct(library: str, factory: str, kwargs: dict):
+    if library == "torchvision":
+        import torchvision.models
+
+        return getattr(torchvision.models, factory)(weights=None, **kwargs)
+    if library == "timm":
+        import timm
+
+        return timm.create_model(factory, pretrained=False, **kwargs)
+    import segmentation_models_pytorch as smp
+
+    return getattr(smp, factory)(encoder_weights=None, **kwargs)
+
+
+def load(request: dict):
+    """The reference model with the checkpoint's weights, in eval mode."""
+    import torch
+
+    path = Path(request["checkpoint"])
+    if request["library"] == "smp" and path.is_dir() and (path / "config.json").is_file():
+        import segmentation_models_pytorch as smp
+
+        return smp.from_pretrained(str(path)).eval()
+    model = construct(request["library"], request["factory"], request["kwargs"])
+    if path.is_dir():
+        path = next(p for p in sorted(path.iterdir()) if p.suffix in (".safetensors", ".bin"))
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+        for wrapper in ("state_dict", "model_state_dict", "model"):
+            if isinstance(state.get(wrapper), dict):
+                state = state[wrapper]
+                break
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+    model.load_state_dict(state, strict=False)
+    return model.eval()
+
+
+def pyramid(model, x) -> list:
+    """The five feature levels (strides 2..32) that keras_seg's backbone of `model` returns."""
+    import torch
+
+    if hasattr(model, "encoder") and hasattr(model, "segmentation_head"):
+        return model.encoder(x)[1:]
+    if hasattr(model, "layer1"):  # ResNet (torchvision and timm name it alike)
+        act = getattr(model, "act1", None) or model.relu
+        y = act(model.bn1(model.conv1(x)))
+        levels = [y]
+        y = model.maxpool(y)
+        for stage in (model.layer1, model.layer2, model.layer3, model.layer4):
+            y = stage(y)
+            levels.append(y)
+        return levels
+    if hasattr(model, "features") and not hasattr(model, "conv_stem"):
+        modules = list(model.features)
+        if any(isinstance(m, torch.nn.MaxPool2d) for m in modules):  # VGG: after each pool
+            levels, y = [], x
+            for module in modules:
+                y = module(y)
+                if isinstance(module, torch.nn.MaxPool2d):
+                    levels.append(y)
+            return levels
+    raise ValueError(f"no feature pyramid for {type(model).__name__}")
+
+
+def run(request: dict) -> None:
+    import torch
+
+    model = load(request)
+    inputs = np.load(request["inputs"])
+    arrays = {}
+    for name in sorted(inputs.files):
+        i = name[1:]
+        t = torch.from_numpy(inputs[name].transpose(0, 3, 1, 2).copy())
+        with torch.inference_mode():
+            if request["compare"] == "logits":
+                outputs = {"logits": model(t)}
+            else:
+                outputs = {f"P{k}": y for k, y in enumerate(pyramid(model, t), start=1)}
+        for level, y in outputs.items():
+            arrays[f"y{i}_{level}"] = y.numpy().transpose(0, 2, 3, 1)
+    np.savez(request["outputs"], **arrays)
+
+
+if __name__ == "__main__":
+    with open(sys.argv[1]) as f:
+        request = json.load(f)
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        sys.exit(MISSING_PACKAGE)
+    try:
+        run(request)
+    except ImportError as e:
+        print(f"reference package missing: {e}", file=sys.stderr)
+        sys.exit(MISSING_PACKAGE)
