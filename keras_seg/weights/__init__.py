@@ -32,6 +32,7 @@ from keras_seg.weights.checkpoint import Checkpoint
 from keras_seg.weights.checkpoint import WeightsError
 from keras_seg.weights.checkpoint import is_checkpoint_source
 from keras_seg.weights.checkpoint import read_checkpoint
+from keras_seg.weights.formats import BACKBONE_HEADS
 from keras_seg.weights.formats import BACKBONE_MAPS
 from keras_seg.weights.formats import TORCH_LAYOUT_OF
 from keras_seg.weights.formats import WEIGHTS_FORMATS
@@ -153,7 +154,8 @@ def _load_backbone(
     if backbone not in BACKBONE_MAPS:
         raise WeightsError(f"backbone {backbone!r} takes no converted weights")
     ignore = HEAD_PREFIXES + (("decoder.", "segmentation_head.") if layout.prefix else ())
-    key_map = BACKBONE_MAPS[backbone](encoder, layout.prefix)
+    ignore += tuple(layout.prefix + head for head in BACKBONE_HEADS.get(backbone, ()))
+    key_map = BACKBONE_MAPS[backbone](encoder, layout.prefix, layout.format)
     return assign(encoder, key_map, checkpoint.tensors, checkpoint.source, partial, ignore)
 
 

@@ -64,13 +64,14 @@ _RECOGNISERS = (
     (mobilenet.recognise_timm, ("timm",)),
 )
 
-# Backbones that take converted weights -> key-map builder (backbone model, prefix) -> KeyMap.
-BACKBONE_MAPS: dict[str, Callable[[keras.Model, str], KeyMap]] = {
-    "resnet18": lambda m, p: torchvision.resnet_map(weighted_layers(m), p),
-    "resnet34": lambda m, p: torchvision.resnet_map(weighted_layers(m), p),
-    "resnet50_torchvision": lambda m, p: torchvision.resnet_map(weighted_layers(m), p),
-    "resnet101_torchvision": lambda m, p: torchvision.resnet_map(weighted_layers(m), p),
-    "vgg16_torchvision": torchvision.vgg_map,
+# Backbones that take converted weights -> key-map builder (backbone model, prefix, format of
+# the checkpoint: torchvision and timm name MobileNetV2's modules differently) -> KeyMap.
+BACKBONE_MAPS: dict[str, Callable[[keras.Model, str, str], KeyMap]] = {
+    "resnet18": lambda m, p, f: torchvision.resnet_map(weighted_layers(m), p),
+    "resnet34": lambda m, p, f: torchvision.resnet_map(weighted_layers(m), p),
+    "resnet50_torchvision": lambda m, p, f: torchvision.resnet_map(weighted_layers(m), p),
+    "resnet101_torchvision": lambda m, p, f: torchvision.resnet_map(weighted_layers(m), p),
+    "vgg16_torchvision": lambda m, p, f: torchvision.vgg_map(m, p),
     **mobilenet.BACKBONE_MAPS,
 }
 
@@ -96,6 +97,9 @@ def reference_name(backbone: str, backbone_kwargs: dict[str, Any], library: str)
         name = "mobilenetv2_100"
     return name
 
+# Backbone -> key prefixes of a classifier's last layers that the backbone may stop before
+# (besides the heads every backbone ignores, `torchvision.HEAD_PREFIXES`).
+BACKBONE_HEADS: dict[str, tuple[str, ...]] = {mobilenet.BACKBONE: mobilenet.HEAD_PREFIXES}
 
 # A keras.applications backbone and the torch-layout one that its checkpoint needs.
 TORCH_LAYOUT_OF = {

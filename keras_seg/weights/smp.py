@@ -176,7 +176,7 @@ def _model_map(model: keras.Model, backbone: str, decoder_map) -> KeyMap:
     if encoder is None:
         raise WeightsError(f"model {model.name!r} has no {backbone!r} backbone to load into")
     return {
-        **BACKBONE_MAPS[backbone](encoder, ENCODER),
+        **BACKBONE_MAPS[backbone](encoder, ENCODER, "smp"),
         **decoder_map(model),
         "logits": HEAD,
     }

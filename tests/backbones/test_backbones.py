@@ -1,4 +1,4 @@
-"""ResNet and MobileNetV2 backbones: pyramid sizes, atrous output stride, weight-preserving surgery."""
+"""ResNet and MobileNetV2 backbones (keras.applications and torchvision layouts): pyramid sizes, atrous output stride, weight-preserving surgery."""
 
 import functools
 
@@ -18,6 +18,7 @@ from keras_seg.backbones.surgery import pyramid_model
 SMALL = {
     "resnet18": ({"width": 8}, (8, 8, 16, 32, 64)),
     "mobilenet_v2": ({"alpha": 0.35}, (8, 8, 16, 32, 112)),
+    "mobilenet_v2_torchvision": ({"alpha": 0.35}, (8, 8, 16, 32, 112)),
     "resnet50": ({}, (64, 256, 512, 1024, 2048)),
 }
 
@@ -39,6 +40,7 @@ def _x(height=64, width=64, batch=1):
         ("resnet50", "caffe"),
         ("resnet101", "caffe"),
         ("mobilenet_v2", "tf"),
+        ("mobilenet_v2_torchvision", "torch"),
     ],
 )
 def test_registered_with_normalization_and_output_strides(name, normalization):
@@ -114,6 +116,15 @@ ATROUS = {
         "block_6_pad": ((0, 2), (0, 2)),
         "block_13_pad": ((0, 4), (0, 4)),
     },
+    # torchvision pads 1 on every side; the padding scales with the rate.
+    ("mobilenet_v2_torchvision", 8): {
+        "block_6_depthwise": ((1, 1), (1, 1)),
+        "block_7_depthwise": ((1, 1), (2, 2)),
+        "block_13_depthwise": ((1, 1), (2, 2)),
+        "block_14_depthwise": ((1, 1), (4, 4)),
+        "block_6_pad": ((1, 1), (1, 1)),
+        "block_13_pad": ((2, 2), (2, 2)),
+    },
 }
 
 
@@ -129,7 +140,7 @@ def test_output_stride_by_dilation_not_striding(name, output_stride):
         assert got == expected, layer_name
 
 
-@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "mobilenet_v2_torchvision"])
 def test_output_stride_32_has_no_dilation(name):
     dilations = {
         tuple(layer.dilation_rate)
@@ -166,6 +177,10 @@ BASES = {
         ),
         mobilenet_v2.FEATURE_LAYERS,
     ),
+    "mobilenet_v2_torchvision": (
+        lambda: mobilenet_v2.torchvision_mobilenet_v2((None, None, 3), 0.35, last_conv=True),
+        {**mobilenet_v2.FEATURE_LAYERS, "P5": "out_relu"},
+    ),
     "resnet50": (
         lambda: keras.applications.ResNet50(
             include_top=False, weights=None, input_shape=(None, None, 3)
@@ -198,6 +213,21 @@ def test_surgery_keeps_weights_and_dilation_matches_striding(name):
             )
 
 
+def test_mobilenet_v2_torchvision_last_conv_gives_p5_of_1280_channels():
+    # SMP's MobileNetV2 encoder returns torchvision features[18] (1x1 conv to 1280) as P5.
+    model = build_backbone("mobilenet_v2_torchvision", output_stride=16, alpha=0.35, last_conv=True)
+    features = model(_x())
+    assert tuple(features["P5"].shape) == (1, 4, 4, 1280)
+    assert tuple(features["P4"].shape) == (1, 4, 4, 32)
+    assert model.get_layer("Conv_1").kernel_size == (1, 1)
+
+
+def test_mobilenet_v2_torchvision_matches_torchvision_parameter_count():
+    # torchvision mobilenet_v2: 3,504,872 parameters, minus the 1280 * 1000 + 1000 classifier.
+    model = build_backbone("mobilenet_v2_torchvision", last_conv=True)
+    assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) == 2_223_872
+
+
 def test_resnet18_and_34_match_torchvision_parameter_counts():
     # torchvision resnet18 / resnet34 minus the 512 * 1000 + 1000 fc parameters.
     for name, params in [("resnet18", 11_176_512), ("resnet34", 21_284_672)]:
@@ -222,9 +252,10 @@ def test_surgery_refuses_pooling_windows_it_cannot_dilate():
         dilate_config(config, 2)
 
 
-def test_resnet18_has_no_imagenet_weights():
-    with pytest.raises(ValueError, match="'resnet18' has no ImageNet weights"):
-        build_backbone("resnet18", weights="imagenet")
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2_torchvision"])
+def test_torch_layout_has_no_imagenet_weights(name):
+    with pytest.raises(ValueError, match=f"'{name}' has no ImageNet weights"):
+        build_backbone(name, weights="imagenet")
 
 
 @pytest.mark.parametrize(

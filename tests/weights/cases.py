@@ -118,3 +118,42 @@ for _encoder in ("resnet34", "resnet50"):
         pad_normalised=True,
         kwargs={"encoder_name": _encoder, "classes": 5},
     )
+
+_case(
+    "torchvision_mobilenet_v2",
+    "torchvision",
+    "mobilenet_v2",
+    "pyramid",
+    {"backbone": "mobilenet_v2_torchvision"},
+)
+_case(
+    "timm_mobilenetv2_100",
+    "timm",
+    "mobilenetv2_100",
+    "pyramid",
+    {"backbone": "mobilenet_v2_torchvision"},
+    save="safetensors",
+)
+_case(
+    "smp_unet_mobilenet_v2",
+    "smp",
+    "Unet",
+    "logits",
+    {"model": "unet"},
+    pad=32,
+    kwargs={"encoder_name": "mobilenet_v2", "classes": 5},
+)
+for _factory, _model, _pad in (
+    ("DeepLabV3Plus", "deeplabv3plus", 16),
+    ("DeepLabV3", "deeplabv3", 8),
+):
+    _case(
+        f"smp_{_model}_mobilenet_v2",
+        "smp",
+        _factory,
+        "logits",
+        {"model": _model},
+        pad=_pad,
+        pad_normalised=True,
+        kwargs={"encoder_name": "mobilenet_v2", "classes": 5},
+    )

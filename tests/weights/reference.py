@@ -61,7 +61,23 @@ def pyramid(model, library: str, x):
             y = stage(y)
             levels.append(y)
         return levels
-    if hasattr(model, "features") and not hasattr(model, "conv_stem"):  # VGG: after each pool
+    if type(model).__name__ == "MobileNetV2":  # torchvision: the blocks' outputs, SMP's indexes
+        levels = []
+        y = x
+        for i, module in enumerate(model.features):
+            y = module(y)
+            if i in (1, 3, 6, 13, 17):
+                levels.append(y)
+        return levels
+    if hasattr(model, "conv_stem"):  # timm mobilenetv2_100: after rows 0, 1, 2, 4, 6 of blocks
+        levels = []
+        y = model.bn1(model.conv_stem(x))  # timm's BatchNormAct2d applies the ReLU6
+        for row, stage in enumerate(model.blocks):
+            y = stage(y)
+            if row in (0, 1, 2, 4, 6):
+                levels.append(y)
+        return levels
+    if hasattr(model, "features"):  # VGG: after each pool
         levels = []
         y = x
         for module in model.features:
