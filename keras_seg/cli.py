@@ -168,9 +168,7 @@ def _add_convert(sub, common) -> None:
         action="store_true",
         help="load what fits (a new class count, an encoder only) and list what was skipped",
     )
-    p.add_argument(
-        "--no-check", action="store_true", help="skip the comparison with the reference"
-    )
+    p.add_argument("--no-check", action="store_true", help="skip the comparison with the reference")
     p.add_argument(
         "--allow-mismatch",
         action="store_true",
@@ -376,8 +374,8 @@ def _classify(error: BaseException) -> tuple[int, str] | None:
     from keras_seg.data import DataError
     from keras_seg.data.errors import data_error_from
     from keras_seg.export import ExportMismatch
-    from keras_seg.weights import ParityMismatch
     from keras_seg.training import TrainingDiverged
+    from keras_seg.weights import ParityMismatch
 
     if isinstance(error, TrainingDiverged):
         return EXIT_DIVERGED, _one_line(error)

@@ -106,4 +106,3 @@ def _check(model, layout, path, whole, allow_mismatch, echo) -> None:
     if not allow_mismatch:
         raise ParityMismatch(f"{line}; nothing written (--allow-mismatch keeps it)")
     warnings.warn(f"{line}; written anyway (--allow-mismatch)", stacklevel=3)
-

@@ -143,7 +143,9 @@ def assign(
         except KeyError as e:
             message = f"{source}: no key {e.args[0]!r} (for layer {name!r})"
             if not partial:
-                raise WeightsError(message + "; weights_partial=True (--partial) skips it") from None
+                raise WeightsError(
+                    message + "; weights_partial=True (--partial) skips it"
+                ) from None
             report.skipped.append(f"{name} (no {e.args[0]})")
             continue
         expected = [tuple(w.shape) for w in layer.weights]
@@ -155,7 +157,9 @@ def assign(
                 f"expects {expected[bad]}"
             )
             if not partial:
-                raise WeightsError(message + "; weights_partial=True (--partial) skips it") from None
+                raise WeightsError(
+                    message + "; weights_partial=True (--partial) skips it"
+                ) from None
             report.skipped.append(f"{name} ({_keys(prefix)} {got[bad]} != {expected[bad]})")
             continue
         layer.set_weights(values)

@@ -97,6 +97,7 @@ def reference_name(backbone: str, backbone_kwargs: dict[str, Any], library: str)
         name = "mobilenetv2_100"
     return name
 
+
 # Backbone -> key prefixes of a classifier's last layers that the backbone may stop before
 # (besides the heads every backbone ignores, `torchvision.HEAD_PREFIXES`).
 BACKBONE_HEADS: dict[str, tuple[str, ...]] = {mobilenet.BACKBONE: mobilenet.HEAD_PREFIXES}

@@ -105,7 +105,9 @@ def check(
                 expected = theirs[f"y{i}_{level}"]
                 y = np.asarray(y)
                 if y.shape != expected.shape:
-                    raise RuntimeError(f"{level}: shape {y.shape}, the reference's {expected.shape}")
+                    raise RuntimeError(
+                        f"{level}: shape {y.shape}, the reference's {expected.shape}"
+                    )
                 per_output[f"{level}@{x.shape[1]}x{x.shape[2]}"] = float(
                     np.abs(y - expected).max() / max(np.abs(expected).max(), 1e-12)
                 )

@@ -72,7 +72,7 @@ def pyramid(model, x) -> list:
     """The five feature levels (strides 2..32) that keras_seg's backbone of `model` returns."""
     import torch
 
-    if hasattr(model, "encoder") and hasattr(model, "segmentation_head"):
+    if hasattr(model, "encoder") and hasattr(model, "segmentation_head"):  # SMP: its encoder
         return model.encoder(x)[1:]
     if hasattr(model, "layer1"):  # ResNet (torchvision and timm name it alike)
         act = getattr(model, "act1", None) or model.relu
@@ -83,16 +83,23 @@ def pyramid(model, x) -> list:
             y = stage(y)
             levels.append(y)
         return levels
-    if hasattr(model, "features") and not hasattr(model, "conv_stem"):
-        modules = list(model.features)
-        if any(isinstance(m, torch.nn.MaxPool2d) for m in modules):  # VGG: after each pool
-            levels, y = [], x
-            for module in modules:
-                y = module(y)
-                if isinstance(module, torch.nn.MaxPool2d):
-                    levels.append(y)
-            return levels
+    if type(model).__name__ == "MobileNetV2":  # torchvision: the blocks' outputs, SMP's indexes
+        return _collect(model.features, x, lambda i, m: i in (1, 3, 6, 13, 17))
+    if hasattr(model, "conv_stem"):  # timm mobilenetv2_100: after rows 0, 1, 2, 4, 6 of blocks
+        y = model.bn1(model.conv_stem(x))  # timm's BatchNormAct2d applies the ReLU6
+        return _collect(model.blocks, y, lambda i, m: i in (0, 1, 2, 4, 6))
+    if hasattr(model, "features"):  # VGG: after each pool
+        return _collect(model.features, x, lambda i, m: isinstance(m, torch.nn.MaxPool2d))
     raise ValueError(f"no feature pyramid for {type(model).__name__}")
+
+
+def _collect(modules, y, keep) -> list:
+    levels = []
+    for i, module in enumerate(modules):
+        y = module(y)
+        if keep(i, module):
+            levels.append(y)
+    return levels
 
 
 def run(request: dict) -> None:

@@ -17,10 +17,14 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+# keras_seg's own reference runner (by path: importing the package would load TensorFlow).
+sys.path.insert(0, str(Path(__file__).parents[2] / "keras_seg" / "weights"))
 from cases import CASES  # noqa: E402
 from cases import MEAN  # noqa: E402
 from cases import SIZES  # noqa: E402
 from cases import STD  # noqa: E402
+from reference import construct  # noqa: E402  (keras_seg/weights/reference.py)
+from reference import pyramid  # noqa: E402
 
 
 def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -32,60 +36,6 @@ def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
             module.weight.data.uniform_(0.5, 1.5, generator=g)
             module.bias.data.uniform_(-0.5, 0.5, generator=g)
     return model.eval()
-
-
-def construct(case: dict) -> torch.nn.Module:
-    if case["library"] == "torchvision":
-        import torchvision.models
-
-        return getattr(torchvision.models, case["factory"])(weights=None, **case["kwargs"])
-    if case["library"] == "timm":
-        import timm
-
-        return timm.create_model(case["factory"], pretrained=False, **case["kwargs"])
-    import segmentation_models_pytorch as smp
-
-    return getattr(smp, case["factory"])(encoder_weights=None, **case["kwargs"])
-
-
-def pyramid(model, library: str, x):
-    """The five feature levels (strides 2..32) the keras_seg backbone returns."""
-    if library == "smp":
-        return model.encoder(x)[1:]
-    if hasattr(model, "layer1"):  # ResNet (torchvision and timm name it alike)
-        act = getattr(model, "act1", None) or model.relu
-        y = act(model.bn1(model.conv1(x)))
-        levels = [y]
-        y = model.maxpool(y)
-        for stage in (model.layer1, model.layer2, model.layer3, model.layer4):
-            y = stage(y)
-            levels.append(y)
-        return levels
-    if type(model).__name__ == "MobileNetV2":  # torchvision: the blocks' outputs, SMP's indexes
-        levels = []
-        y = x
-        for i, module in enumerate(model.features):
-            y = module(y)
-            if i in (1, 3, 6, 13, 17):
-                levels.append(y)
-        return levels
-    if hasattr(model, "conv_stem"):  # timm mobilenetv2_100: after rows 0, 1, 2, 4, 6 of blocks
-        levels = []
-        y = model.bn1(model.conv_stem(x))  # timm's BatchNormAct2d applies the ReLU6
-        for row, stage in enumerate(model.blocks):
-            y = stage(y)
-            if row in (0, 1, 2, 4, 6):
-                levels.append(y)
-        return levels
-    if hasattr(model, "features"):  # VGG: after each pool
-        levels = []
-        y = x
-        for module in model.features:
-            y = module(y)
-            if isinstance(module, torch.nn.MaxPool2d):
-                levels.append(y)
-        return levels
-    raise ValueError(f"no pyramid for {type(model).__name__}")
 
 
 def save(model, case: dict, path: Path) -> None:
@@ -103,7 +53,7 @@ def save(model, case: dict, path: Path) -> None:
 def run(name: str, out: Path) -> None:
     case = CASES[name]
     torch.manual_seed(0)
-    model = randomize(construct(case))
+    model = randomize(construct(case["library"], case["factory"], case["kwargs"]))
     save(model, case, out / name)
     rng = np.random.default_rng(1)
     arrays = {}
@@ -119,7 +69,7 @@ def run(name: str, out: Path) -> None:
             if case["compare"] == "logits":
                 outputs = {"logits": model(t)}
             else:
-                outputs = {f"P{k}": y for k, y in enumerate(pyramid(model, case["library"], t), 1)}
+                outputs = {f"P{k}": y for k, y in enumerate(pyramid(model, t), 1)}
         arrays[f"x{i}"] = x
         for level, y in outputs.items():
             y = y.numpy().transpose(0, 2, 3, 1)

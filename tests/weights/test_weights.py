@@ -30,10 +30,12 @@ def torch_state(model, backbone: str, prefix: str = "") -> dict[str, np.ndarray]
     """`model`'s backbone weights as a torchvision state dict (OIHW kernels, BN buffers)."""
     layers = weighted_layers(model)
     state = {}
-    for name, module in BACKBONE_MAPS[backbone](model, prefix).items():
+    for name, module in BACKBONE_MAPS[backbone](model, prefix, "torchvision").items():
         weights = layers[name].get_weights()
         if len(weights) == 4:  # BatchNorm: gamma, beta, mean, variance
-            for key, value in zip(("weight", "bias", "running_mean", "running_var"), weights):
+            for key, value in zip(
+                ("weight", "bias", "running_mean", "running_var"), weights, strict=True
+            ):
                 state[f"{module}.{key}"] = value
             state[f"{module}.num_batches_tracked"] = np.zeros((), np.float32)
         else:
@@ -97,7 +99,9 @@ def test_missing_key_is_named(resnet18, tmp_path):
     state = read_checkpoint(path).tensors
     del state["layer2.0.downsample.1.running_var"]
     bad = _save(tmp_path, state)
-    with pytest.raises(WeightsError, match=r"no key 'layer2.0.downsample.1.running_var'.*conv3_block1_0_bn"):
+    with pytest.raises(
+        WeightsError, match=r"no key 'layer2.0.downsample.1.running_var'.*conv3_block1_0_bn"
+    ):
         build_backbone("resnet18", weights=bad, **SMALL)
 
 
@@ -106,7 +110,9 @@ def test_unused_keys_are_an_error_unless_partial(resnet18, tmp_path):
     state = read_checkpoint(path).tensors
     state["layer5.0.conv1.weight"] = np.zeros((8, 8, 3, 3), np.float32)
     bad = _save(tmp_path, state)
-    with pytest.raises(WeightsError, match=r"1 checkpoint keys have no layer.*layer5.0.conv1.weight"):
+    with pytest.raises(
+        WeightsError, match=r"1 checkpoint keys have no layer.*layer5.0.conv1.weight"
+    ):
         build_backbone("resnet18", weights=bad, **SMALL)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -146,7 +152,9 @@ def test_unknown_checkpoint_says_what_is_supported(tmp_path):
 )
 def test_bad_sources(tmp_path, source, pattern):
     with pytest.raises(WeightsError, match=pattern):
-        build_backbone("resnet18", weights=str(tmp_path / source) if "://" not in source else source)
+        build_backbone(
+            "resnet18", weights=str(tmp_path / source) if "://" not in source else source
+        )
 
 
 def test_folder_without_weights_lists_what_it_found(tmp_path):

@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 import segmentation_models_pytorch as smp
+import torch
 
 MEAN = np.float32([123.675, 116.28, 103.53])
 STD = np.float32([58.395, 57.12, 57.375])
