@@ -9,6 +9,7 @@ keras_seg through the public path (`build_backbone(..., weights=PATH)`, fed norm
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -25,7 +26,11 @@ from tests.weights.cases import SIZES
 from tests.weights.cases import STD
 from tests.weights.cases import TOLERANCE
 
-pytest.importorskip("torch")
+# Not importorskip: torchvision (under timm and SMP) crashes in a process that has TensorFlow.
+if importlib.util.find_spec("segmentation_models_pytorch") is None:
+    pytest.skip(
+        "needs the reference packages (pip install -e '.[reference]')", allow_module_level=True
+    )
 REFERENCE = Path(__file__).with_name("reference.py")
 
 
