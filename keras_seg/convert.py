@@ -74,7 +74,8 @@ def convert(
     if check and report.skipped:
         echo("parity not checked: a partial load has no reference to compare with")
     elif check:
-        _check(built, layout, report.path, whole, allow_mismatch, echo)
+        kwargs = {**options.get("backbone_kwargs", {}), **layout.backbone_kwargs}
+        _check(built, layout, report.path, whole, kwargs, allow_mismatch, echo)
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = output.with_name(f".{output.stem}.partial.keras")
     built.save(staging)
@@ -83,11 +84,18 @@ def convert(
     return built
 
 
-def _check(model, layout, path, whole, allow_mismatch, echo) -> None:
+def _check(model, layout, path, whole, backbone_kwargs, allow_mismatch, echo) -> None:
     # A backbone is compared at output stride 32, as its reference computes it (the model's
     # copy may be dilated; it holds the same weights).
-    target = model if whole else build_backbone(layout.backbone, weights=path)
-    result = parity.check(target, layout, path, backbone=not whole)
+    if not whole:
+        backbone_kwargs = {k: v for k, v in backbone_kwargs.items() if k != "dilation_rule"}
+        model = build_backbone(layout.backbone, weights=path, **backbone_kwargs)
+    target = model
+    try:
+        result = parity.check(target, layout, path, backbone=not whole)
+    except RuntimeError as e:  # e.g. a width the reference package can't build
+        echo(f"parity not checked: {e}")
+        return
     if result is None:
         echo(
             f"parity not checked: the reference ({layout.reference.get('library', 'unknown')}) "

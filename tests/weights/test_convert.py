@@ -19,6 +19,8 @@ import cv2
 import numpy as np
 import pytest
 
+import keras_seg
+import keras_seg.export
 from keras_seg.data import synthetic
 from keras_seg.export.tflite_export import TFLiteModel
 from tests.training.common import CLI
@@ -114,8 +116,106 @@ def test_smp_checkpoint_to_int8_tflite_from_fresh_processes(trained, tmp_path):
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     runner = TFLiteModel(tflite, num_threads=2)
-    ops = {op["op_name"] for op in runner.interpreter._get_ops_details()}
-    assert not any(op.startswith("Flex") or op == "CUSTOM" for op in ops), ops
+    ops = keras_seg.export.op_names(tflite)
+    assert ops and not any(op.startswith("Flex") or op == "CUSTOM" for op in ops), ops
     classes = runner.predict(test_x)["class_map"]
     agreement = float((classes == reference["classes"]).mean())
     assert agreement >= INT8_AGREEMENT, agreement
+
+
+@pytest.fixture(scope="module")
+def backbone_checkpoint(tmp_path_factory) -> Path:
+    """A width-8 ResNet-18 in the torchvision layout, as .safetensors (no PyTorch needed)."""
+    from safetensors.numpy import save_file
+
+    from keras_seg.backbones import build_backbone
+    from tests.weights.test_weights import torch_state
+
+    path = tmp_path_factory.mktemp("ckpt") / "resnet18_w8.safetensors"
+    save_file(torch_state(build_backbone("resnet18", width=8), "resnet18"), str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def resnet18_checkpoint(tmp_path_factory) -> Path:
+    """A full ResNet-18 (torchvision layout, random weights), which torchvision can build."""
+    from safetensors.numpy import save_file
+
+    from keras_seg.backbones import build_backbone
+    from tests.weights.test_weights import torch_state
+
+    path = tmp_path_factory.mktemp("ckpt") / "resnet18.safetensors"
+    save_file(torch_state(build_backbone("resnet18"), "resnet18"), str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    "args, pattern",
+    [
+        (["--from", "missing.pth", "--model", "unet"], r"missing.pth: no such checkpoint"),
+        (
+            ["--model", "unet", "--num-classes", "3"],
+            r"conv1 has shape \(7, 7, 3, 8\).*expects \(7, 7, 3, 64\)",
+        ),
+        (["--model", "unet"], r"backbone weights need num_classes"),
+        (
+            ["--model", "unet", "--num-classes", "3", "--backbone", "resnet34"],
+            r"the weights are torchvision/timm resnet18; use backbone='resnet18'",
+        ),
+        (
+            ["--model", "fcn8s", "--num-classes", "3"],
+            r"fcn8s takes backbone None or 'vgg16', got 'resnet18'",
+        ),
+    ],
+)
+def test_convert_mistakes_end_with_one_line(backbone_checkpoint, tmp_path, args, pattern):
+    if "--from" not in args:
+        args = ["--from", str(backbone_checkpoint), *args]
+    output = tmp_path / "out.keras"
+    output.write_bytes(b"an earlier model")
+    done = run_cli("convert", *args, "--output", str(output), cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("keras-seg convert: error: "), done.stderr
+    assert re.search(pattern, lines[0]), lines[0]
+    assert output.read_bytes() == b"an earlier model"
+
+
+def test_convert_refuses_a_model_that_disagrees_with_its_reference(
+    resnet18_checkpoint, tmp_path, monkeypatch
+):
+    from keras_seg.convert import convert
+    from keras_seg.weights import ParityMismatch
+    from keras_seg.weights import parity
+
+    monkeypatch.setattr(parity, "TOLERANCE", -1.0)  # no difference passes now
+    output = tmp_path / "out.keras"
+    output.write_bytes(b"an earlier model")
+    with pytest.raises(ParityMismatch, match="nothing written"):
+        convert(str(resnet18_checkpoint), "unet", output, num_classes=3)
+    assert output.read_bytes() == b"an earlier model"
+
+
+@pytest.mark.parametrize("model", ["deeplabv3plus", "deeplabv3"])
+def test_smp_layout_deeplab_exports_with_builtin_ops(model, tmp_path):
+    """SMP's options (aligned-corner resizing, the post-ASPP convolution) lower to builtins."""
+    options = {
+        "backbone": "resnet18",
+        "backbone_kwargs": {"width": 8, "dilation_rule": "smp"},
+        "aspp_filters": 16,
+        "aspp_post_conv": True,
+        "align_corners": True,
+        "separable": model == "deeplabv3plus",
+        "aspp_rates": (12, 24, 36),
+    }
+    if model == "deeplabv3plus":
+        options |= {"decoder_filters": 16, "decoder_convs": 1}
+    built = keras_seg.build(model, num_classes=3, **options)
+    images = synthetic.make_dataset(4, size=SIZE, seed=5)[0]
+    path = keras_seg.export.tflite(
+        built, tmp_path / "m.tflite", input_size=(SIZE, SIZE), check_images=images
+    )
+    ops = keras_seg.export.op_names(path)
+    assert "RESIZE_BILINEAR" in ops and not any(
+        op.startswith("Flex") or op == "CUSTOM" for op in ops
+    )
