@@ -146,6 +146,12 @@ def check_imagenet_compatible(weights: str | None, width: int, input_shape) -> N
             )
 
 
+# Which VGG outputs form the pyramid: "pools" (each block's max-pool: P_k = block{k}_pool),
+# or "deepest" (the last feature at each stride, as timm's features_only and SMP's VGG
+# encoder take it: P_k = block{k+1}'s last convolution for k = 1..4, P5 = block5_pool).
+VGG_PYRAMIDS = ("pools", "deepest")
+
+
 @register_backbone("vgg16", normalization="caffe", output_strides=(32,))
 def vgg16(
     input_shape: tuple[int | None, int | None, int] = (None, None, 3),
@@ -153,6 +159,7 @@ def vgg16(
     output_stride: int = 32,
     width: int = 64,
     batch_norm: bool = False,
+    pyramid: str = "pools",
 ) -> keras.Model:
     """VGG16 feature pyramid: {"P1": block1_pool, ..., "P5": block5_pool}.
 
@@ -163,6 +170,7 @@ def vgg16(
         output_stride: must be 32 (VGG16 has no atrous variant here).
         width: channels of the first block (64 in the paper); every block scales with it.
         batch_norm: BatchNorm after each convolution (VGG16-BN, as in SegNet's encoder).
+        pyramid: "pools" or "deepest", see `VGG_PYRAMIDS`.
 
     Returns:
         Functional `keras.Model` named "vgg16" with dict outputs "P1".."P5".
@@ -173,9 +181,14 @@ def vgg16(
     if output_stride != 32:
         raise ValueError(f"vgg16 supports output_stride 32 only, got {output_stride!r}")
     check_imagenet_compatible(weights, width, input_shape)
+    if pyramid not in VGG_PYRAMIDS:
+        raise ValueError(f"pyramid must be one of {VGG_PYRAMIDS}, got {pyramid!r}")
     inputs = keras.Input(input_shape, name="images")
     stages = vgg16_encoder(inputs, width=width, batch_norm=batch_norm)
-    outputs = {f"P{k}": pooled for k, (_, pooled) in enumerate(stages, start=1)}
+    if pyramid == "pools":
+        outputs = {f"P{k}": pooled for k, (_, pooled) in enumerate(stages, start=1)}
+    else:
+        outputs = {f"P{k}": stages[k][0] for k in range(1, 5)} | {"P5": stages[4][1]}
     model = keras.Model(inputs, outputs, name="vgg16")
     if weights == "imagenet":
         load_imagenet_vgg16(model)
@@ -189,12 +202,13 @@ def vgg16_torchvision(
     output_stride: int = 32,
     width: int = 64,
     batch_norm: bool = False,
+    pyramid: str = "pools",
 ) -> keras.Model:
     """VGG16 for torchvision/timm checkpoints (`vgg16`, `vgg16_bn`): the same layers as
     `vgg16`, with the "torch" (RGB, ImageNet mean/std) normalisation their weights expect.
 
     Args:
-        input_shape, output_stride, width, batch_norm: as `vgg16`.
+        input_shape, output_stride, width, batch_norm, pyramid: as `vgg16`.
         weights: `None`; load a torchvision/timm checkpoint with `keras_seg.weights`
             (`build_backbone("vgg16_torchvision", weights="vgg16-397923af.pth")`).
 
@@ -206,5 +220,5 @@ def vgg16_torchvision(
             "vgg16_torchvision takes weights=None or a torchvision/timm checkpoint file; "
             f"'imagenet' (Keras' Caffe-normalised weights) belongs to 'vgg16', got {weights!r}"
         )
-    model = vgg16(input_shape, None, output_stride, width, batch_norm)
+    model = vgg16(input_shape, None, output_stride, width, batch_norm, pyramid)
     return keras.Model(model.input, model.output, name="vgg16_torchvision")

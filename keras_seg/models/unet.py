@@ -75,6 +75,7 @@ def _pyramid_body(
     dropout: float,
     backbone_kwargs: dict[str, Any],
     head_kernel_size: int,
+    center_block: bool,
 ):
     """SMP-style U-Net decoder on the backbone's P1..P5 pyramid -> logits."""
     x = Normalize(get_backbone_spec(backbone).normalization, name="normalize")(x)
@@ -83,6 +84,8 @@ def _pyramid_body(
     )
     features = encoder(x)
     x = features["P5"]
+    if center_block:
+        x = _double_conv(x, x.shape[-1], "center", batch_norm)
     if dropout:
         x = layers.Dropout(dropout, name="bottleneck_dropout")(x)
     for step, (filters, skip) in enumerate(zip(decoder_filters, PYRAMID_SKIPS, strict=True)):
@@ -112,6 +115,7 @@ def unet(
     decoder_filters: tuple[int, ...] | None = None,
     backbone_kwargs: dict[str, Any] | None = None,
     head_kernel_size: int = 1,
+    center_block: bool = False,
 ) -> keras.Model:
     """U-Net (Ronneberger et al. 2015): encoder-decoder with skip concatenations.
 
@@ -134,6 +138,8 @@ def unet(
         backbone_kwargs: backbone only: extra options of the backbone builder
             (e.g. `{"width": 16}` for resnet18/34).
         head_kernel_size: backbone only: kernel of the logits convolution (1; SMP uses 3).
+        center_block: backbone only: two 3x3 conv-BN-ReLU on P5 before the decoder (SMP's
+            U-Net has them on VGG encoders).
 
     Returns:
         Functional `keras.Model` with float32 logits `(B, H, W, num_classes)`.
@@ -151,9 +157,14 @@ def unet(
                 "unet without a backbone has no pretrained weights; weights must be None, "
                 f"got {weights!r}"
             )
-        if decoder_filters is not None or backbone_kwargs is not None or head_kernel_size != 1:
+        if (
+            decoder_filters is not None
+            or backbone_kwargs is not None
+            or head_kernel_size != 1
+            or center_block
+        ):
             raise ValueError(
-                "decoder_filters, backbone_kwargs and head_kernel_size need a backbone (e.g. "
+                "decoder_filters, backbone_kwargs, head_kernel_size and center_block need a backbone (e.g. "
                 f"backbone='resnet34'), got backbone=None with decoder_filters={decoder_filters!r}, "
                 f"backbone_kwargs={backbone_kwargs!r}, head_kernel_size={head_kernel_size!r}"
             )
@@ -196,6 +207,7 @@ def unet(
             dropout,
             dict(backbone_kwargs or {}),
             head_kernel_size,
+            center_block,
         )
 
     return keras.Model(inputs, stride_safe(inputs, 32, body), name=f"unet_{backbone}")

@@ -55,6 +55,9 @@ def layout(checkpoint: Checkpoint) -> Layout:
             "50/101, vgg16(_bn), mobilenet_v2"
         )
     _, backbone, backbone_kwargs = found
+    if backbone == "vgg16_torchvision":
+        # SMP's VGG encoder returns the last feature at each stride, not the pools.
+        backbone_kwargs = {**backbone_kwargs, "pyramid": "deepest"}
     config = checkpoint.config
     head = tensors[f"{HEAD}.weight"]
     num_classes = int(head.shape[0])
@@ -126,11 +129,6 @@ def _unet_options(tensors, source, backbone) -> tuple[dict[str, Any], dict[str, 
     blocks = _blocks(keys, r"decoder\.blocks\.(\d+)\.")
     if any(".attention" in k for k in keys if k.startswith("decoder.")):
         raise WeightsError(f"{source}: SMP Unet with decoder_attention_type is not supported")
-    if any(k.startswith("decoder.center.") for k in keys):
-        raise WeightsError(
-            f"{source}: SMP Unet on a VGG encoder (its center block and pre-pool skips) is not "
-            "supported; VGG checkpoints load as backbones"
-        )
     if blocks != 5:
         raise WeightsError(
             f"{source}: SMP Unet with encoder_depth {blocks}; keras_seg's U-Net has 5 "
@@ -141,6 +139,8 @@ def _unet_options(tensors, source, backbone) -> tuple[dict[str, Any], dict[str, 
         "decoder_filters": filters,
         "batch_norm": "decoder.blocks.0.conv1.1.running_mean" in keys,
         "head_kernel_size": int(tensors[f"{HEAD}.weight"].shape[-1]),
+        # SMP puts two convolutions on a VGG encoder's deepest feature.
+        "center_block": "decoder.center.0.0.weight" in keys,
     }
     return fixed, {}
 
@@ -191,6 +191,11 @@ def _unet_map(model: keras.Model) -> KeyMap:
             key_map[f"{name}_conv"] = f"{module}.0"
             if f"{name}_bn" in names:
                 key_map[f"{name}_bn"] = f"{module}.1"
+    for conv in (1, 2):
+        if f"center_{conv}_conv" in names:
+            key_map[f"center_{conv}_conv"] = f"decoder.center.{conv - 1}.0"
+            if f"center_{conv}_bn" in names:
+                key_map[f"center_{conv}_bn"] = f"decoder.center.{conv - 1}.1"
     return key_map
 
 

@@ -157,3 +157,15 @@ for _factory, _model, _pad in (
         pad_normalised=True,
         kwargs={"encoder_name": "mobilenet_v2", "classes": 5},
     )
+
+# SMP's U-Net on VGG: the encoder's last feature at each stride and a centre block.
+for _encoder in ("vgg16", "vgg16_bn"):
+    _case(
+        f"smp_unet_{_encoder}",
+        "smp",
+        "Unet",
+        "logits",
+        {"model": "unet"},
+        pad=32,
+        kwargs={"encoder_name": _encoder, "classes": 5},
+    )
