@@ -25,7 +25,7 @@ def test_deepest_pyramid_takes_the_last_feature_at_each_stride():
     # P1..P4: blocks 2..5 before their pools (16, 32, 64, 64 channels); P5: block5's pool.
     for k, channels in zip(range(1, 6), [16, 32, 64, 64, 64], strict=True):
         assert tuple(features[f"P{k}"].shape) == (1, 64 // 2**k, 96 // 2**k, channels)
-    assert backbone.output["P4"]._keras_history.layer.name == "block5_conv3"
+    assert backbone.output["P4"]._keras_history[0].name == "block5_conv3"
     assert get_backbone_spec("vgg16_torchvision").normalization == "torch"
     with pytest.raises(ValueError, match="pyramid must be one of"):
         build_backbone("vgg16", pyramid="pool5")
