@@ -143,7 +143,7 @@ def convert(
         archive.write_out(saved_dir, verbose=False)
         with native_stderr_captured():  # the converter logs its settings to descriptor 2
             content = _converter(saved_dir, quantize, samples, input_dtype).convert()
-    non_builtin = [op for op in op_names(content) if op.startswith("Flex") or op == "CUSTOM"]
+    non_builtin = non_builtin_ops(content)
     if non_builtin:
         raise RuntimeError(f"{model.name}: TFLite model needs non-builtin ops {non_builtin}")
     if quantize == "int8" and input_dtype != "float32":
@@ -244,6 +244,37 @@ def tflite(
 def op_names(model: bytes | str | Path) -> list[str]:
     """Sorted operator names of a TFLite model (e.g. CONV_2D; Flex*/CUSTOM are not builtin)."""
     return sorted({op["op_name"] for op in _interpreter(model)._get_ops_details()})
+
+
+def operator_codes(model: bytes | str | Path) -> list[str]:
+    """Sorted operator names in a TFLite file's op-code table, read from the flatbuffer.
+
+    Needs no interpreter, so it also reads files whose custom ops this runtime lacks. A
+    custom operator (Flex ops included) reads `CUSTOM:<its code>`, e.g. `CUSTOM:FlexConv2D`.
+    """
+    try:
+        from ai_edge_litert import schema_py_generated as schema
+    except ImportError:  # older ai-edge-litert wheels
+        from tensorflow.lite.python import schema_py_generated as schema
+
+    content = model if isinstance(model, bytes) else Path(model).read_bytes()
+    root = schema.Model.GetRootAs(content, 0)
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    ops = set()
+    for i in range(root.OperatorCodesLength()):
+        code = root.OperatorCodes(i)
+        # The op code is the larger of the two fields (schema v3a kept the int8 one).
+        value = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        if value == schema.BuiltinOperator.CUSTOM:
+            ops.add(f"CUSTOM:{(code.CustomCode() or b'').decode()}")
+        else:
+            ops.add(names.get(value, f"BUILTIN_{value}"))
+    return sorted(ops)
+
+
+def non_builtin_ops(model: bytes | str | Path) -> list[str]:
+    """The custom operators (Flex included) a TFLite file needs; empty for builtin ops only."""
+    return [op for op in operator_codes(model) if op.startswith("CUSTOM")]
 
 
 def _interpreter(model: bytes | str | Path, num_threads: int | None = None):
