@@ -99,6 +99,7 @@ def reference(job: dict) -> dict:
         "checkpoint": CHECKPOINT,
         "reference": REFERENCE,
         "params": sum(p.numel() for p in model.parameters()),
+        "max_abs_logit": float(np.abs(logits).max()),
         "versions": _versions("torch", "segmentation-models-pytorch", "timm", "onnx"),
     }
     if job.get("onnx"):

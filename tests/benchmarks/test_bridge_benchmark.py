@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from keras_seg import export
 from keras_seg.benchmarks import bridge
+from keras_seg.benchmarks import bridge_routes
 from keras_seg.benchmarks.tflite_harness import TFLiteFile
 from keras_seg.benchmarks.tflite_harness import agreement
 
@@ -73,7 +74,21 @@ def test_keras_seg_route_report(tmp_path):
 
     table = md.read_text()
     assert "| keras_seg | fp32 | yes | yes |" in table and "| keras_seg | int8 |" in table
-    assert results["command"] in table
+    assert results["command"] in table and "export gate (file vs Keras model)" in table
+
+    # A rerun for timings reuses the reference and the files, and measures them again.
+    stamps = {e["file"]: (work / e["file"]).stat().st_mtime_ns for e in routes}
+    again = tmp_path / "again.json"
+    argv = ["--quick", "--routes", "keras_seg", "--size", "64", "--threads", "1"]
+    argv += ["--output", str(again), "--markdown", "", "--workdir", str(work), "--reuse"]
+    done = subprocess.run(
+        [sys.executable, str(TOOL), *argv], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rerun = json.loads(again.read_text())["results"]["routes"]
+    assert {e["file"]: (work / e["file"]).stat().st_mtime_ns for e in rerun} == stamps
+    assert [e["agreement"] for e in rerun] == [e["agreement"] for e in routes]
+    assert all(set(e["latency_ms"]) == {"1"} for e in rerun)
 
 
 def _nchw_logits_file(path: Path, num_classes: int) -> keras.Model:
@@ -109,7 +124,7 @@ def test_harness_reads_nchw_normalised_logits(tmp_path):
 
 def test_log_error_line_and_bad_sizes():
     log = "INFO: start\n\x1b[31mERROR:\x1b[0m conversion failed\nTraceback...\nValueError: x\n"
-    assert bridge._one_line(log) == "ValueError: x"
-    assert bridge._one_line("just text\n\n") == "just text"
+    assert bridge_routes.log_error_line(log) == "ValueError: x"
+    assert bridge_routes.log_error_line("just text\n\n") == "just text"
     with pytest.raises(SystemExit, match="multiple of 32 .SMP., got 48"):
         bridge.main(["--size", "48"])
