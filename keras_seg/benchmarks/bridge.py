@@ -184,6 +184,15 @@ def notes(results: dict[str, Any]) -> list[str]:
                 f"- {name}: keras_seg's export gate (file vs Keras model) {verdict}: "
                 f"{100 * gate['agreement_with_keras']:.2f}% vs {100 * gate['threshold']:g}%."
             )
+        if e["variant"] == "int8" and e.get("compute_ops"):
+            floats = sorted(
+                {k.split()[0] for k, n in e["operator_counts"].items() if k.endswith(" FLOAT32")}
+                - {"QUANTIZE", "DEQUANTIZE"}
+            )
+            lines.append(
+                f"- {name}: {e['float32_compute_ops']} of {e['compute_ops']} ops (QUANTIZE and "
+                f"DEQUANTIZE aside) compute in float32{': ' + ', '.join(floats) if floats else ''}."
+            )
         if e.get("offline_error"):
             lines.append(f"- {name}: offline, `{e['offline_error'][:160]}`; {e['workaround']}.")
         if e.get("run_error"):

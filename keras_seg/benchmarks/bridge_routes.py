@@ -95,13 +95,15 @@ def venv_python(venv: str | Path, route: str, install: bool, log: Path) -> Path:
 
 
 def venv_versions(python: Path, names: Sequence[str]) -> dict[str, str | None]:
-    code = (
-        "import json, sys\nfrom importlib import metadata\nout = {}\n"
-        "for n in sys.argv[1:]:\n    try: out[n] = metadata.version(n)\n"
-        "    except metadata.PackageNotFoundError: out[n] = None\nprint(json.dumps(out))"
-    )
-    done = subprocess.run([str(python), "-c", code, *names], capture_output=True, text=True)
-    return json.loads(done.stdout) if done.returncode == 0 else {}
+    """Versions of `names` installed in the venv of `python`, read from its site-packages."""
+    from importlib import metadata
+
+    def canonical(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    paths = [str(p) for p in python.parent.parent.glob("lib/python*/site-packages")]
+    found = {canonical(d.metadata["Name"]): d.version for d in metadata.distributions(path=paths)}
+    return {name: found.get(canonical(name)) for name in names}
 
 
 def new_entry(route: str, variant: str, conversion: str, **extra) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import numpy as np
 from keras_seg.benchmarks import bridge_torch
 from keras_seg.console import native_stderr_captured
 from keras_seg.export.tflite_export import non_builtin_ops
-from keras_seg.export.tflite_export import operator_codes
+from keras_seg.export.tflite_export import operators
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -153,14 +154,20 @@ def _interleaved(runs: list[tuple[TFLiteFile, np.ndarray]], repeats: int, warmup
 
 
 def measure_files(entries: list[dict[str, Any]], workdir: Path, data: dict, args) -> None:
-    """Fill each produced file's entry: builtin ops, size, input, agreement, latency."""
+    """Fill each produced file's entry: operators (builtin? float32 or integer inputs?), size,
+    input, agreement with PyTorch, latency."""
     runs, slots = [], []
     for entry in entries:
         if not entry["succeeded"]:
             continue
         path = workdir / entry["file"]
         entry["size_bytes"] = path.stat().st_size
-        entry["operators"] = operator_codes(path)
+        ops = operators(path)
+        entry["operator_counts"] = dict(sorted(Counter(f"{n} {t}" for n, t in ops).items()))
+        entry["float32_compute_ops"] = sum(
+            t == "FLOAT32" and n not in ("QUANTIZE", "DEQUANTIZE") for n, t in ops
+        )
+        entry["compute_ops"] = sum(n not in ("QUANTIZE", "DEQUANTIZE") for n, _ in ops)
         entry["non_builtin_ops"] = non_builtin_ops(path)
         entry["builtin_only"] = not entry["non_builtin_ops"]
         normalised = entry["route"] != "keras_seg"

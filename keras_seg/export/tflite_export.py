@@ -246,30 +246,61 @@ def op_names(model: bytes | str | Path) -> list[str]:
     return sorted({op["op_name"] for op in _interpreter(model)._get_ops_details()})
 
 
+def _schema():
+    try:
+        from ai_edge_litert import schema_py_generated as schema
+    except ImportError:  # older ai-edge-litert wheels
+        from tensorflow.lite.python import schema_py_generated as schema
+    return schema
+
+
+def _op_code_names(root, schema) -> list[str]:
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    out = []
+    for i in range(root.OperatorCodesLength()):
+        code = root.OperatorCodes(i)
+        # The op code is the larger of the two fields (schema v3a kept the int8 one).
+        value = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        if value == schema.BuiltinOperator.CUSTOM:
+            out.append(f"CUSTOM:{(code.CustomCode() or b'').decode()}")
+        else:
+            out.append(names.get(value, f"BUILTIN_{value}"))
+    return out
+
+
+def _root(model: bytes | str | Path, schema):
+    content = model if isinstance(model, bytes) else Path(model).read_bytes()
+    return schema.Model.GetRootAs(content, 0)
+
+
 def operator_codes(model: bytes | str | Path) -> list[str]:
     """Sorted operator names in a TFLite file's op-code table, read from the flatbuffer.
 
     Needs no interpreter, so it also reads files whose custom ops this runtime lacks. A
     custom operator (Flex ops included) reads `CUSTOM:<its code>`, e.g. `CUSTOM:FlexConv2D`.
     """
-    try:
-        from ai_edge_litert import schema_py_generated as schema
-    except ImportError:  # older ai-edge-litert wheels
-        from tensorflow.lite.python import schema_py_generated as schema
+    schema = _schema()
+    return sorted(set(_op_code_names(_root(model, schema), schema)))
 
-    content = model if isinstance(model, bytes) else Path(model).read_bytes()
-    root = schema.Model.GetRootAs(content, 0)
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    ops = set()
-    for i in range(root.OperatorCodesLength()):
-        code = root.OperatorCodes(i)
-        # The op code is the larger of the two fields (schema v3a kept the int8 one).
-        value = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
-        if value == schema.BuiltinOperator.CUSTOM:
-            ops.add(f"CUSTOM:{(code.CustomCode() or b'').decode()}")
-        else:
-            ops.add(names.get(value, f"BUILTIN_{value}"))
-    return sorted(ops)
+
+def operators(model: bytes | str | Path) -> list[tuple[str, str]]:
+    """`(operator name, type of its first input)` for each operator of the main subgraph.
+
+    The input type tells where a quantized file computes in float: e.g. `("ADD", "FLOAT32")`
+    between a DEQUANTIZE and a QUANTIZE.
+    """
+    schema = _schema()
+    root = _root(model, schema)
+    names = _op_code_names(root, schema)
+    types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    graph = root.Subgraphs(0)
+    out = []
+    for i in range(graph.OperatorsLength()):
+        op = graph.Operators(i)
+        first = op.Inputs(0) if op.InputsLength() else -1
+        kind = types.get(graph.Tensors(first).Type(), "?") if first >= 0 else "-"
+        out.append((names[op.OpcodeIndex()], kind))
+    return out
 
 
 def non_builtin_ops(model: bytes | str | Path) -> list[str]:

@@ -64,6 +64,8 @@ def test_keras_seg_route_report(tmp_path):
     assert keras_model["max_abs_logit_diff"] < 1e-3 * keras_model["max_abs_logit"]
     assert fp32["keras_gate"]["passed"] and fp32["agreement"] > 0.999
     assert int8["size_bytes"] < fp32["size_bytes"] / 3
+    assert fp32["float32_compute_ops"] > 40 and fp32["operator_counts"]["CONV_2D FLOAT32"] > 40
+    assert int8["float32_compute_ops"] == 0 and int8["operator_counts"]["CONV_2D INT8"] > 40
 
     # The agreement is measured, not copied: recompute it from the files the run left.
     data = np.load(work / "reference.npz")

@@ -128,6 +128,7 @@ def test_operator_codes_name_custom_ops_from_the_flatbuffer():
 
     from keras_seg.export.tflite_export import non_builtin_ops
     from keras_seg.export.tflite_export import operator_codes
+    from keras_seg.export.tflite_export import operators
 
     @tf.function(input_signature=[tf.TensorSpec([1, 8, 8, 2], tf.float32)])
     def pool(x):
@@ -146,3 +147,4 @@ def test_operator_codes_name_custom_ops_from_the_flatbuffer():
         keras.Model(inputs, keras.layers.Conv2D(2, 3)(inputs))
     ).convert()
     assert operator_codes(builtin) == ["CONV_2D"] and non_builtin_ops(builtin) == []
+    assert operators(builtin) == [("CONV_2D", "FLOAT32")]
