@@ -56,7 +56,7 @@ ROUTES = ("keras_seg", "litert_torch", "onnx2tf")
 VARIANTS = ("fp32", "int8")
 ENCODERS = ("resnet18", "resnet34", "resnet50")
 # What the reference depends on: conversions made with the same values can be reused.
-REFERENCE_KEYS = ("seed", "encoder", "num_classes", "size", "images", "calibration")
+REFERENCE_KEYS = ("seed", "encoder", "num_classes", "size", "images", "calibration", "train_steps")
 CONVERSIONS = "conversions.json"
 QUICK = {"repeats": 3, "warmup": 1, "images": 2, "calibration": 4}
 
@@ -76,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=20, help="timed runs per file and threads")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--train-steps",
+        type=int,
+        default=0,
+        help="train the reference this many steps on synthetic shapes (its classes: "
+        "--num-classes 5); 0: random weights and BatchNorm statistics, random-pixel images",
+    )
     p.add_argument("--quick", action="store_true", help=f"smoke run: {QUICK}")
     p.add_argument("--torch-python", default=sys.executable, help="has torch and SMP")
     p.add_argument("--litert-venv", default=".bridge-venvs/litert-torch")
@@ -117,6 +124,7 @@ def reproduce_command(args, route: str | None = None) -> str:
     argv += ["--images", str(args.images), "--calibration", str(args.calibration)]
     argv += ["--threads", *map(str, args.threads), "--repeats", str(args.repeats)]
     argv += ["--warmup", str(args.warmup), "--seed", str(args.seed)]
+    argv += ["--train-steps", str(args.train_steps)]
     if route in (None, "litert_torch") and "litert_torch" in args.routes:
         argv += ["--litert-venv", str(args.litert_venv)]
     if route in (None, "onnx2tf") and "onnx2tf" in args.routes:
@@ -220,6 +228,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in ("images", "calibration", "repeats"):
         if getattr(args, name) < 1:
             raise SystemExit(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.train_steps and args.num_classes != 5:
+        raise SystemExit(
+            f"--train-steps trains on the 5 classes of the synthetic shapes; pass --num-classes 5, "
+            f"got {args.num_classes}"
+        )
     job = {k: getattr(args, k) for k in REFERENCE_KEYS}
     job.update(variants=list(args.variants), onnx="onnx2tf" in args.routes)
     with tempfile.TemporaryDirectory() as tmp:

@@ -8,9 +8,11 @@ and writes its result JSON to `job["result"]`:
     python -I bridge_torch.py reference JOB.json  # SMP U-Net, checkpoint, logits, ONNX
     python -I bridge_torch.py litert JOB.json     # the same model through litert-torch
 
-`reference` builds `smp.Unet(encoder, encoder_weights=None, classes=N)` with a fixed seed and
-random BatchNorm statistics (eval mode), saves its state dict, generates the check and
-calibration images (uint8 pixels, NHWC), runs PyTorch on the check images (normalised with the
+`reference` builds `smp.Unet(encoder, encoder_weights=None, classes=N)` with a fixed seed and,
+with `train_steps`, trains it that many AdamW steps on keras_seg's synthetic shapes (96x96
+crops, batch 8; check and calibration images are then shapes too), else gives it random
+BatchNorm statistics (random pixels as images: an extreme case for int8). It saves its state
+dict, generates the check and calibration images (uint8 pixels, NHWC), runs PyTorch on the check images (normalised with the
 ImageNet statistics, NCHW, as SMP expects) and exports ONNX with `torch.onnx.export`.
 """
 
@@ -55,6 +57,8 @@ def build_model(job: dict, checkpoint: Path | None = None):
     if checkpoint is not None:
         model.load_state_dict(torch.load(checkpoint, map_location="cpu"))
         return model.eval()
+    if job["train_steps"]:
+        return model
     g = torch.Generator().manual_seed(job["seed"])
     for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
@@ -65,9 +69,46 @@ def build_model(job: dict, checkpoint: Path | None = None):
     return model.eval()
 
 
+def _synthetic():
+    """keras_seg's shape generator (numpy and OpenCV only), loaded by path: importing the
+    keras_seg package would load TensorFlow next to torchvision."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "data" / "synthetic.py"
+    spec = importlib.util.spec_from_file_location("keras_seg_synthetic", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def train(model, job: dict) -> None:
+    """`job["train_steps"]` AdamW steps (lr 1e-3) of cross-entropy on synthetic shapes."""
+    import torch
+
+    x, y = _synthetic().make_dataset(128, size=96, seed=job["seed"] + 10)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    rng = np.random.default_rng(job["seed"])
+    model.train()
+    for _ in range(job["train_steps"]):
+        batch = rng.choice(len(x), 8, replace=False)
+        logits = model(torch.from_numpy(normalise(x[batch])))
+        loss = torch.nn.functional.cross_entropy(
+            logits, torch.from_numpy(y[batch].astype(np.int64))
+        )
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+
+
 def make_images(job: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Random uint8 pixels `[N, size, size, 3]`: the check images and the calibration images."""
+    """`[N, size, size, 3]` uint8 check and calibration images: synthetic shapes for a trained
+    model, random pixels otherwise."""
     size = job["size"]
+    if job["train_steps"]:
+        make = _synthetic().make_dataset
+        check = make(job["images"], size=size, seed=job["seed"] + 1)[0]
+        return check, make(job["calibration"], size=size, seed=job["seed"] + 2)[0]
     check = np.random.default_rng(job["seed"] + 1).integers(0, 256, (job["images"], size, size, 3))
     calib = np.random.default_rng(job["seed"] + 2)
     calib = calib.integers(0, 256, (job["calibration"], size, size, 3))
@@ -89,6 +130,8 @@ def reference(job: dict) -> dict:
 
     out = Path(job["workdir"])
     model = build_model(job)
+    if job["train_steps"]:
+        train(model, job)
     torch.save(model.state_dict(), out / CHECKPOINT)
     images, calibration = make_images(job)
     with torch.inference_mode():
