@@ -143,7 +143,7 @@ def convert(
         archive.write_out(saved_dir, verbose=False)
         with native_stderr_captured():  # the converter logs its settings to descriptor 2
             content = _converter(saved_dir, quantize, samples, input_dtype).convert()
-    non_builtin = [op for op in op_names(content) if op.startswith("Flex") or op == "CUSTOM"]
+    non_builtin = non_builtin_ops(content)
     if non_builtin:
         raise RuntimeError(f"{model.name}: TFLite model needs non-builtin ops {non_builtin}")
     if quantize == "int8" and input_dtype != "float32":
@@ -244,6 +244,68 @@ def tflite(
 def op_names(model: bytes | str | Path) -> list[str]:
     """Sorted operator names of a TFLite model (e.g. CONV_2D; Flex*/CUSTOM are not builtin)."""
     return sorted({op["op_name"] for op in _interpreter(model)._get_ops_details()})
+
+
+def _schema():
+    try:
+        from ai_edge_litert import schema_py_generated as schema
+    except ImportError:  # older ai-edge-litert wheels
+        from tensorflow.lite.python import schema_py_generated as schema
+    return schema
+
+
+def _op_code_names(root, schema) -> list[str]:
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    out = []
+    for i in range(root.OperatorCodesLength()):
+        code = root.OperatorCodes(i)
+        # The op code is the larger of the two fields (schema v3a kept the int8 one).
+        value = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        if value == schema.BuiltinOperator.CUSTOM:
+            out.append(f"CUSTOM:{(code.CustomCode() or b'').decode()}")
+        else:
+            out.append(names.get(value, f"BUILTIN_{value}"))
+    return out
+
+
+def _root(model: bytes | str | Path, schema):
+    content = model if isinstance(model, bytes) else Path(model).read_bytes()
+    return schema.Model.GetRootAs(content, 0)
+
+
+def operator_codes(model: bytes | str | Path) -> list[str]:
+    """Sorted operator names in a TFLite file's op-code table, read from the flatbuffer.
+
+    Needs no interpreter, so it also reads files whose custom ops this runtime lacks. A
+    custom operator (Flex ops included) reads `CUSTOM:<its code>`, e.g. `CUSTOM:FlexConv2D`.
+    """
+    schema = _schema()
+    return sorted(set(_op_code_names(_root(model, schema), schema)))
+
+
+def operators(model: bytes | str | Path) -> list[tuple[str, str]]:
+    """`(operator name, type of its first input)` for each operator of the main subgraph.
+
+    The input type tells where a quantized file computes in float: e.g. `("ADD", "FLOAT32")`
+    between a DEQUANTIZE and a QUANTIZE.
+    """
+    schema = _schema()
+    root = _root(model, schema)
+    names = _op_code_names(root, schema)
+    types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    graph = root.Subgraphs(0)
+    out = []
+    for i in range(graph.OperatorsLength()):
+        op = graph.Operators(i)
+        first = op.Inputs(0) if op.InputsLength() else -1
+        kind = types.get(graph.Tensors(first).Type(), "?") if first >= 0 else "-"
+        out.append((names[op.OpcodeIndex()], kind))
+    return out
+
+
+def non_builtin_ops(model: bytes | str | Path) -> list[str]:
+    """The custom operators (Flex included) a TFLite file needs; empty for builtin ops only."""
+    return [op for op in operator_codes(model) if op.startswith("CUSTOM")]
 
 
 def _interpreter(model: bytes | str | Path, num_threads: int | None = None):

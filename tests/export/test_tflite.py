@@ -120,3 +120,31 @@ def test_bad_options_are_rejected(kwargs, error, match, tmp_path):
 def test_path_must_end_with_tflite(tmp_path):
     with pytest.raises(ValueError, match=r"must end with \.tflite"):
         keras_seg.export.tflite(small_model("unet"), tmp_path / "m.bin")
+
+
+def test_operator_codes_name_custom_ops_from_the_flatbuffer():
+    import keras
+    import tensorflow as tf
+
+    from keras_seg.export.tflite_export import non_builtin_ops
+    from keras_seg.export.tflite_export import operator_codes
+    from keras_seg.export.tflite_export import operators
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 8, 8, 2], tf.float32)])
+    def pool(x):
+        return tf.nn.max_pool_with_argmax(x, 2, 2, "VALID")[1]
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([pool.get_concrete_function()])
+    converter.target_spec.supported_ops = [
+        tf.lite.OpsSet.TFLITE_BUILTINS,
+        tf.lite.OpsSet.SELECT_TF_OPS,
+    ]
+    flex = converter.convert()
+    assert non_builtin_ops(flex) == ["CUSTOM:FlexMaxPoolWithArgmax"], operator_codes(flex)
+
+    inputs = keras.Input((8, 8, 2))
+    builtin = tf.lite.TFLiteConverter.from_keras_model(
+        keras.Model(inputs, keras.layers.Conv2D(2, 3)(inputs))
+    ).convert()
+    assert operator_codes(builtin) == ["CONV_2D"] and non_builtin_ops(builtin) == []
+    assert operators(builtin) == [("CONV_2D", "FLOAT32")]
