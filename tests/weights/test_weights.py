@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -191,3 +192,26 @@ def test_wrapped_torch_state_dict(resnet18, tmp_path):
     loaded = build_backbone("resnet18", weights=wrapped, **SMALL)
     for a, b in zip(loaded.get_weights(), original.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_config_model_weights_take_a_checkpoint(resnet18, tmp_path):
+    """`model.weights` in a training config takes the same sources as `build`."""
+    from keras_seg import runs
+    from keras_seg.config import ConfigError
+    from keras_seg.config import load_config
+
+    path, original = resnet18
+    overrides = [
+        "model.backbone=resnet18",
+        f"model.weights={path}",
+        "model.weights_format=timm",
+        "model.options={backbone_kwargs: {width: 8}}",
+        "model.expected_params=null",
+    ]
+    demo = Path(__file__).parents[2] / "zoo_configs" / "demo_synthetic.yaml"
+    cfg = load_config(demo, overrides)
+    model = runs.build_model(cfg)
+    for a, b in zip(model.get_layer("resnet18").get_weights(), original.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ConfigError, match="model.weights_format"):
+        load_config(demo, [*overrides[:2], "model.weights_format=tf"])
