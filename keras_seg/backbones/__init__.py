@@ -103,7 +103,7 @@ def build_backbone(
         weights: `None`, "imagenet" (keras.applications) or a torchvision/timm checkpoint
             (file, Hugging Face folder or `hf://owner/repo`; see `keras_seg.weights`).
         output_stride: 32, or 16/8 where the backbone dilates.
-        weights_format: "torchvision" / "timm" / "smp" instead of recognising the keys.
+        weights_format: "torchvision" / "timm" / "smp" / "transformers" instead of recognising the keys.
         weights_partial: load what fits and list the rest instead of failing.
         **kwargs: the backbone's own options (`width`, `alpha`, `batch_norm`, ...).
 
