@@ -3,7 +3,9 @@
 `nvidia/segformer-*` (`SegformerForSemanticSegmentation`) hold `segformer.encoder.*` (the MiT
 encoder) and `decode_head.*` (the all-MLP decoder); `nvidia/mit-b*`
 (`SegformerForImageClassification`) hold `segformer.encoder.*` and an ImageNet `classifier.*`.
-The keys are those that `save_pretrained` writes (transformers 4 and 5 alike). Which MiT it is
+The keys are those that `save_pretrained` writes (transformers 4 and 5 alike); a state dict of
+transformers 5's modules (`segformer.stages.*`, `torch.save(model.state_dict())`) is renamed to
+them first (`legacy_keys`). Which MiT it is
 shows in the tensors (hidden sizes from the patch embeddings, depths from the block indexes);
 the attention heads, which the weights can't show, come from `config.json` (MiT's (1, 2, 5, 8)
 without one). keras_seg's layer names are those of `backbones/mit.py` and `models/segformer.py`.
@@ -54,8 +56,46 @@ _BLOCK_MODULES = {
 }
 
 
+# transformers 5's module names -> the saved (legacy) ones, applied in order.
+_RENAMES = (
+    (r"^segformer\.stages\.(\d+)\.patch_embeddings\.", r"segformer.encoder.patch_embeddings.\1."),
+    (r"^segformer\.stages\.(\d+)\.blocks\.(\d+)\.", r"segformer.encoder.block.\1.\2."),
+    (r"^segformer\.stages\.(\d+)\.layer_norm\.", r"segformer.encoder.layer_norm.\1."),
+    (r"\.layernorm_before\.", ".layer_norm_1."),
+    (r"\.layernorm_after\.", ".layer_norm_2."),
+    (r"\.attention\.q_proj\.", ".attention.self.query."),
+    (r"\.attention\.k_proj\.", ".attention.self.key."),
+    (r"\.attention\.v_proj\.", ".attention.self.value."),
+    (r"\.attention\.o_proj\.", ".attention.output.dense."),
+    (r"\.attention\.sequence_reduction\.sequence_reduction\.", ".attention.self.sr."),
+    (r"\.attention\.sequence_reduction\.layer_norm\.", ".attention.self.layer_norm."),
+    (r"\.mlp\.fc1\.", ".mlp.dense1."),
+    (r"\.mlp\.fc2\.", ".mlp.dense2."),
+    (r"^decode_head\.linear_projections\.", "decode_head.linear_c."),
+)
+
+
 def is_transformers(keys: set[str]) -> bool:
-    return f"{ENCODER}patch_embeddings.0.proj.weight" in keys
+    return any(
+        k in keys
+        for k in (
+            f"{ENCODER}patch_embeddings.0.proj.weight",
+            "segformer.stages.0.patch_embeddings.proj.weight",
+        )
+    )
+
+
+def legacy_keys(tensors: dict) -> dict:
+    """`tensors` with transformers 5's module names turned into the saved ones (unchanged
+    when they are already)."""
+    if not any(k.startswith("segformer.stages.") for k in tensors):
+        return tensors
+    renamed = {}
+    for key, value in tensors.items():
+        for pattern, replacement in _RENAMES:
+            key = re.sub(pattern, replacement, key)
+        renamed[key] = value
+    return renamed
 
 
 def _architecture(checkpoint: Checkpoint) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -86,6 +126,7 @@ def layout(checkpoint: Checkpoint):
     """
     from keras_seg.weights.formats import Layout
 
+    checkpoint.tensors = legacy_keys(checkpoint.tensors)
     tensors, source, config = checkpoint.tensors, checkpoint.source, checkpoint.config
     for key, expected in (
         ("patch_sizes", [7, 3, 3, 3]),

@@ -192,3 +192,13 @@ _case(
     kwargs={"num_labels": 10},
     save="hub",
 )
+# The same, saved as transformers 5's own state dict (keys `segformer.stages.*`), a lone file.
+_case(
+    "transformers_segformer_b0_state_dict",
+    "transformers",
+    "SegformerForSemanticSegmentation",
+    "logits",
+    {"model": "segformer"},
+    kwargs={"num_labels": 5},
+    save="safetensors",
+)
