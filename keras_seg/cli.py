@@ -160,7 +160,7 @@ def _add_convert(sub, common) -> None:
     p.add_argument("--output", required=True, help=".keras file to write")
     p.add_argument(
         "--weights-format",
-        choices=("torchvision", "timm", "smp"),
+        choices=("torchvision", "timm", "smp", "transformers"),
         help="the checkpoint's layout (default: recognised from its keys)",
     )
     p.add_argument(

@@ -45,7 +45,7 @@ class ModelConfig:
         weights: null (random), "imagenet" (pretrained backbone), a `.weights.h5` path, or a
             PyTorch checkpoint (torchvision/timm backbone or segmentation_models.pytorch
             model: a `.pth`/`.safetensors` file, a Hugging Face folder or `hf://owner/repo`).
-        weights_format: "torchvision", "timm" or "smp" to name the checkpoint's layout.
+        weights_format: "torchvision", "timm", "smp" or "transformers" to name the checkpoint's layout.
         weights_partial: load what fits from the checkpoint (e.g. a new class count).
         num_classes: logit channels; null takes the data set's class count.
         input_channels: image channels (3 for RGB).
@@ -56,7 +56,7 @@ class ModelConfig:
     name: str
     backbone: str | None = None
     weights: str | None = None
-    weights_format: Literal["torchvision", "timm", "smp"] | None = None
+    weights_format: Literal["torchvision", "timm", "smp", "transformers"] | None = None
     weights_partial: bool = False
     num_classes: int | None = None
     input_channels: int = 3

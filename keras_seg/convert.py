@@ -43,7 +43,7 @@ def convert(
         model: registered model name.
         output: the `.keras` file to write.
         backbone, num_classes: as `keras_seg.build` (default: the checkpoint's).
-        weights_format: "torchvision" / "timm" / "smp" instead of recognising the keys.
+        weights_format: "torchvision" / "timm" / "smp" / "transformers" instead of recognising the keys.
         partial: load what fits and list what was skipped.
         check: compare with the reference implementation when it is installed.
         allow_mismatch: write the model even when the comparison fails (with a warning).
@@ -102,7 +102,8 @@ def _check(model, layout, path, whole, backbone_kwargs, allow_mismatch, echo) ->
             "is not installed here (pip install 'keras-seg[reference]')"
         )
         return
-    what = "logits" if whole else "backbone features P1..P5"
+    levels = sorted({key.split("@")[0] for key in result.per_output})
+    what = "logits" if whole else f"backbone features {levels[0]}..{levels[-1]}"
     line = (
         f"parity with {result.reference} (PyTorch): max difference of {what} "
         f"{result.max_relative:.1e} of their largest value (limit {parity.TOLERANCE:.0e}), "

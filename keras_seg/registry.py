@@ -124,7 +124,7 @@ def build(
             a path to a `.weights.h5` file for the whole model, or a PyTorch checkpoint
             (file, Hugging Face folder or `hf://owner/repo`) of torchvision / timm (the
             backbone) or segmentation_models.pytorch (the whole model): `keras_seg.weights`.
-        weights_format: "torchvision", "timm" or "smp" to name the checkpoint's layout
+        weights_format: "torchvision", "timm", "smp" or "transformers" to name the checkpoint's layout
             instead of recognising it from its keys.
         weights_partial: load what fits and list the rest (a new class count, an encoder
             out of a whole-model checkpoint) instead of failing.

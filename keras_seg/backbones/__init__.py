@@ -1,5 +1,9 @@
 """Backbones: image -> feature pyramid {"P1": stride 2, ..., "P5": stride 32}.
 
+A backbone declares the levels it provides (`BackboneSpec.levels`, all five by default); a
+transformer such as MiT starts at stride 4 and has "P2".."P5" only, and a decoder that needs a
+level the backbone lacks says so (`require_levels`).
+
 Each backbone is a Functional `keras.Model` with dict outputs "P1".."P5", so any decoder can
 sit on any backbone. With `output_stride` 16 or 8 the last stage(s) use atrous convolution
 instead of striding, so "P5" (and "P4") keep the resolution of stride 16 (or 8).
@@ -16,6 +20,8 @@ import keras
 
 import keras_seg.weights
 
+ALL_LEVELS = ("P1", "P2", "P3", "P4", "P5")
+
 
 @dataclass(frozen=True)
 class BackboneSpec:
@@ -23,18 +29,33 @@ class BackboneSpec:
     builder: Callable[..., keras.Model]
     normalization: str
     output_strides: tuple[int, ...]
+    levels: tuple[str, ...] = ALL_LEVELS
 
 
 _BACKBONES: dict[str, BackboneSpec] = {}
 
 
-def register_backbone(name: str, *, normalization: str, output_strides: tuple[int, ...] = (32,)):
-    """Decorator registering `builder(input_shape, weights, output_stride, **kwargs) -> keras.Model`."""
+def register_backbone(
+    name: str,
+    *,
+    normalization: str,
+    output_strides: tuple[int, ...] = (32,),
+    levels: tuple[str, ...] = ALL_LEVELS,
+):
+    """Decorator registering `builder(input_shape, weights, output_stride, **kwargs) -> keras.Model`.
+
+    `levels`: the pyramid levels its outputs hold (a subset of "P1".."P5").
+    """
+    unknown = sorted(set(levels) - set(ALL_LEVELS))
+    if unknown or not levels:
+        raise ValueError(f"levels must be a non-empty subset of {ALL_LEVELS}, got {levels!r}")
 
     def decorator(builder):
         if name in _BACKBONES:
             raise ValueError(f"Backbone {name!r} is already registered")
-        _BACKBONES[name] = BackboneSpec(name, builder, normalization, tuple(output_strides))
+        _BACKBONES[name] = BackboneSpec(
+            name, builder, normalization, tuple(output_strides), tuple(levels)
+        )
         return builder
 
     return decorator
@@ -54,6 +75,17 @@ def get_backbone_spec(name: str) -> BackboneSpec:
     return _BACKBONES[name]
 
 
+def require_levels(backbone: str, levels: tuple[str, ...], model: str) -> None:
+    """Raise a one-line ValueError when `backbone` lacks a pyramid level `model` needs."""
+    spec = get_backbone_spec(backbone)
+    missing = [level for level in levels if level not in spec.levels]
+    if missing:
+        raise ValueError(
+            f"{model} needs pyramid level(s) {', '.join(missing)}, which backbone {backbone!r} "
+            f"does not provide (it has {', '.join(spec.levels)})"
+        )
+
+
 def build_backbone(
     name: str,
     input_shape: tuple[int | None, int | None, int] = (None, None, 3),
@@ -63,7 +95,7 @@ def build_backbone(
     weights_partial: bool = False,
     **kwargs,
 ) -> keras.Model:
-    """Build backbone `name` as a Functional model with outputs {"P1".."P5"}.
+    """Build backbone `name` as a Functional model with outputs {"P1".."P5"} (its `levels`).
 
     Args:
         name: a registered backbone (`list_backbones()`).
@@ -71,7 +103,7 @@ def build_backbone(
         weights: `None`, "imagenet" (keras.applications) or a torchvision/timm checkpoint
             (file, Hugging Face folder or `hf://owner/repo`; see `keras_seg.weights`).
         output_stride: 32, or 16/8 where the backbone dilates.
-        weights_format: "torchvision" / "timm" / "smp" instead of recognising the keys.
+        weights_format: "torchvision" / "timm" / "smp" / "transformers" instead of recognising the keys.
         weights_partial: load what fits and list the rest instead of failing.
         **kwargs: the backbone's own options (`width`, `alpha`, `batch_norm`, ...).
 
@@ -108,6 +140,7 @@ def build_backbone(
 
 def _import_backbones() -> None:
     # Importing each module runs its @register_backbone.
+    from keras_seg.backbones import mit  # noqa: F401
     from keras_seg.backbones import mobilenet_v2  # noqa: F401
     from keras_seg.backbones import resnet  # noqa: F401
     from keras_seg.backbones import vgg  # noqa: F401

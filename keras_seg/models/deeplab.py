@@ -36,6 +36,7 @@ from keras import layers
 
 from keras_seg.backbones import build_backbone
 from keras_seg.backbones import get_backbone_spec
+from keras_seg.backbones import require_levels
 from keras_seg.layers import Normalize
 from keras_seg.layers import ResizeToMatch
 from keras_seg.layers import conv_bn_act
@@ -97,6 +98,7 @@ def _deeplab(
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{arg} must be a positive integer, got {value!r}")
     spec = get_backbone_spec(backbone)
+    require_levels(backbone, ("P2", "P5") if decoder else ("P5",), name)
     features = build_backbone(
         backbone,
         input_shape=(None, None, input_shape[-1]),

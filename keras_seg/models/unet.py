@@ -29,6 +29,7 @@ from keras import layers
 
 from keras_seg.backbones import build_backbone
 from keras_seg.backbones import get_backbone_spec
+from keras_seg.backbones import require_levels
 from keras_seg.layers import Normalize
 from keras_seg.layers import conv_bn_act
 from keras_seg.layers import logits_head
@@ -193,6 +194,7 @@ def unet(
             f"got {decoder_filters!r}"
         )
     get_backbone_spec(backbone)  # an unknown name fails here, listing the known ones
+    require_levels(backbone, ("P1", "P2", "P3", "P4", "P5"), "unet")
     if head_kernel_size not in (1, 3):
         raise ValueError(f"head_kernel_size must be 1 or 3, got {head_kernel_size!r}")
 

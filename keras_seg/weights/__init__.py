@@ -8,7 +8,9 @@ folder or an `hf://owner/repo` handle. Its keys say what it is (`formats.Layout`
 - an ImageNet classifier of torchvision or timm (ResNet-18/34/50/101, VGG16(-BN),
   MobileNetV2): the backbone's weights; the decoder starts random, as with "imagenet";
 - a segmentation_models.pytorch Unet / DeepLabV3 / DeepLabV3Plus: the whole model; its
-  architecture options (head kernel, decoder widths, ...) follow from the weights.
+  architecture options (head kernel, decoder widths, ...) follow from the weights;
+- a Hugging Face transformers SegFormer (`nvidia/segformer-*`: the whole model) or MiT
+  encoder (`nvidia/mit-b*`: the `mit_b*` backbone), read from `config.json` and the weights.
 
 Every tensor is checked against the layer that takes it; a partial load
 (`weights_partial=True`: encoder only, or a new class count) lists what it skipped.
@@ -25,6 +27,7 @@ from typing import Any
 import keras
 
 from keras_seg.weights import smp
+from keras_seg.weights import transformers
 from keras_seg.weights.assign import LoadReport
 from keras_seg.weights.assign import assign
 from keras_seg.weights.checkpoint import CHECKPOINT_SUFFIXES
@@ -70,6 +73,8 @@ def recognise(checkpoint: Checkpoint, weights_format: str | None = None) -> Layo
     keys = set(checkpoint.tensors)
     if smp.is_smp(keys) and weights_format in (None, "smp"):
         return smp.layout(checkpoint)
+    if transformers.is_transformers(keys) and weights_format in (None, "transformers"):
+        return transformers.layout(checkpoint)
     return backbone_layout(keys, checkpoint.source, weights_format)
 
 
@@ -132,7 +137,7 @@ def _arguments(
         num_classes = layout.num_classes
     elif num_classes != layout.num_classes and not partial:
         raise WeightsError(
-            f"{source}: the weights have {layout.num_classes} classes ({smp.HEAD}.weight), "
+            f"{source}: the weights have {layout.num_classes} classes, "
             f"num_classes={num_classes}; weights_partial=True (--partial) starts a new head"
         )
     return backbone, num_classes, options, True
@@ -187,7 +192,7 @@ def build_from_checkpoint(
     model = builder(
         num_classes=num_classes, input_shape=input_shape, backbone=backbone, weights=None, **options
     )
-    if whole and layout.reference:
+    if whole and layout.reference and layout.format == "smp":
         # The reference is built with the options the model was built with (the caller may
         # have chosen another output stride than SMP's default, say).
         kwargs = layout.reference["kwargs"] | smp.reference_kwargs(layout.model, options)

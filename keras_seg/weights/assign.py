@@ -73,6 +73,11 @@ def _dense(tensors, prefix, layer):
     return weights + ([tensors[f"{prefix}.bias"]] if layer.use_bias else [])
 
 
+def _layer_norm(tensors, prefix, layer):
+    names = (["weight"] if layer.scale else []) + (["bias"] if layer.center else [])
+    return [tensors[f"{prefix}.{name}"] for name in names]
+
+
 # Keras layer class -> converter(tensors, prefix, layer) -> the layer's weights in order.
 _CONVERTERS: dict[type, Callable] = {
     keras.layers.SeparableConv2D: _separable,
@@ -80,6 +85,7 @@ _CONVERTERS: dict[type, Callable] = {
     keras.layers.Conv2D: _conv,
     keras.layers.BatchNormalization: _batch_norm,
     keras.layers.Dense: _dense,
+    keras.layers.LayerNormalization: _layer_norm,
 }
 
 

@@ -2,7 +2,8 @@
 
 A backbone checkpoint is a torchvision or timm ImageNet classifier; its keys say which
 network it is (ResNet depth from the blocks of layer3, VGG with or without BatchNorm,
-MobileNetV2). A whole-model checkpoint (segmentation_models.pytorch) is read in `smp.py`.
+MobileNetV2). A whole-model checkpoint is read in `smp.py` (segmentation_models.pytorch) or
+`transformers.py` (Hugging Face SegFormer, which also reads MiT encoders).
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ import keras
 
 from keras_seg.weights import mobilenet
 from keras_seg.weights import torchvision
+from keras_seg.weights import transformers
 from keras_seg.weights.assign import KeyMap
 from keras_seg.weights.assign import weighted_layers
 
-WEIGHTS_FORMATS = ("torchvision", "timm", "smp")
+WEIGHTS_FORMATS = ("torchvision", "timm", "smp", "transformers")
 
 
 @dataclass(frozen=True)
@@ -27,7 +29,7 @@ class Layout:
     """A recognised checkpoint.
 
     Attributes:
-        format: one of `WEIGHTS_FORMATS` ("torchvision" also covers timm's ResNet and VGG,
+        format: one of `WEIGHTS_FORMATS` ("transformers": SegFormer and MiT; "torchvision" also covers timm's ResNet and VGG,
             which share its keys).
         backbone: the keras_seg backbone that takes its (encoder) weights.
         backbone_kwargs: backbone options its weights fix (VGG's `batch_norm`, ...).
@@ -73,6 +75,7 @@ BACKBONE_MAPS: dict[str, Callable[[keras.Model, str, str], KeyMap]] = {
     "resnet101_torchvision": lambda m, p, f: torchvision.resnet_map(weighted_layers(m), p),
     "vgg16_torchvision": lambda m, p, f: torchvision.vgg_map(m, p),
     **mobilenet.BACKBONE_MAPS,
+    **{f"mit_b{i}": transformers.mit_map for i in range(6)},
 }
 
 # keras_seg backbone -> the name torchvision, timm and SMP give the same network.
@@ -100,7 +103,10 @@ def reference_name(backbone: str, backbone_kwargs: dict[str, Any], library: str)
 
 # Backbone -> key prefixes of a classifier's last layers that the backbone may stop before
 # (besides the heads every backbone ignores, `torchvision.HEAD_PREFIXES`).
-BACKBONE_HEADS: dict[str, tuple[str, ...]] = {mobilenet.BACKBONE: mobilenet.HEAD_PREFIXES}
+BACKBONE_HEADS: dict[str, tuple[str, ...]] = {
+    mobilenet.BACKBONE: mobilenet.HEAD_PREFIXES,
+    **{f"mit_b{i}": transformers.HEAD_PREFIXES for i in range(6)},
+}
 
 # A keras.applications backbone and the torch-layout one that its checkpoint needs.
 TORCH_LAYOUT_OF = {
@@ -138,8 +144,9 @@ def backbone_layout(keys: set[str], source: str, weights_format: str | None) -> 
         raise WeightsError(
             f"{source}: not a checkpoint keras_seg can read"
             f"{f' as {weights_format!r}' if weights_format else ''} (keys {sample}, ...); "
-            f"supported: torchvision/timm ResNet-18/34/50/101, VGG16(-BN), MobileNetV2 and "
-            f"segmentation_models.pytorch Unet/DeepLabV3/DeepLabV3Plus on those"
+            f"supported: torchvision/timm ResNet-18/34/50/101, VGG16(-BN), MobileNetV2, "
+            f"segmentation_models.pytorch Unet/DeepLabV3/DeepLabV3Plus on those and "
+            f"transformers SegFormer / MiT"
         )
     fmt, backbone, kwargs = found
     shared = weights_format is None and backbone.startswith(("resnet", "vgg"))

@@ -6,9 +6,12 @@ that has loaded TensorFlow. It imports only torch, numpy and the reference packa
 
     python reference.py REQUEST.json
 
-REQUEST: {"checkpoint", "library": "torchvision" | "timm" | "smp", "factory", "kwargs",
-"compare": "pyramid" | "logits", "inputs": NPZ of normalised NHWC arrays "x0".., "outputs": NPZ
-to write ("y{i}_{level}", NHWC)}. Exit code 3 when the reference package is not installed.
+REQUEST: {"checkpoint", "library": "torchvision" | "timm" | "smp" | "transformers", "factory",
+"kwargs", "compare": "pyramid" | "logits", "inputs": NPZ of normalised NHWC arrays "x0"..,
+"outputs": NPZ to write ("y{i}_{level}", NHWC)}. Exit code 3 when the reference package is not
+installed. A transformers SegFormer's logits are upsampled to the input size (bilinear,
+`align_corners=False`, as its `post_process_semantic_segmentation`), and its pyramid is the
+encoder's hidden states as "P2".."P5".
 """
 
 from __future__ import annotations
@@ -36,6 +39,11 @@ def construct(library: str, factory: str, kwargs: dict):
         import timm
 
         return timm.create_model(factory, pretrained=False, **kwargs)
+    if library == "transformers":
+        import transformers
+
+        config = transformers.SegformerConfig(**kwargs)
+        return getattr(transformers, factory)(config)
     import segmentation_models_pytorch as smp
 
     return getattr(smp, factory)(encoder_weights=None, **kwargs)
@@ -50,6 +58,8 @@ def load(request: dict):
         import segmentation_models_pytorch as smp
 
         return smp.from_pretrained(str(path)).eval()
+    if request["library"] == "transformers":
+        return _transformers(request, path)
     model = construct(request["library"], request["factory"], request["kwargs"])
     if path.is_dir():
         path = next(p for p in sorted(path.iterdir()) if p.suffix in (".safetensors", ".bin"))
@@ -66,6 +76,39 @@ def load(request: dict):
         state = {k.removeprefix("module."): v for k, v in state.items()}
     model.load_state_dict(state, strict=False)
     return model.eval()
+
+
+def _transformers(request: dict, path: Path):
+    """`from_pretrained`, which maps the saved (legacy) keys onto the modules; a lone weights
+    file gets a folder with the config that the request names."""
+    import tempfile
+
+    import transformers
+
+    cls = getattr(transformers, request["factory"])
+    if path.is_dir():
+        return cls.from_pretrained(str(path)).eval()
+    with tempfile.TemporaryDirectory() as folder:
+        transformers.SegformerConfig(**request["kwargs"]).save_pretrained(folder)
+        name = "model.safetensors" if path.suffix == ".safetensors" else "pytorch_model.bin"
+        (Path(folder) / name).symlink_to(path.resolve())
+        return cls.from_pretrained(folder).eval()
+
+
+def outputs(model, x, compare: str) -> dict:
+    """`{"logits": NCHW}` at the input size, or the pyramid `{"P1": ..}` of `model` on `x`."""
+    import torch
+
+    if hasattr(model, "segformer"):  # transformers SegFormer / MiT classifier
+        if compare == "logits":
+            logits = model(pixel_values=x).logits
+            size = tuple(x.shape[2:])
+            return {"logits": torch.nn.functional.interpolate(logits, size, mode="bilinear")}
+        hidden = model.segformer(x, output_hidden_states=True).hidden_states
+        return {f"P{k}": y for k, y in enumerate(hidden, start=2)}
+    if compare == "logits":
+        return {"logits": model(x)}
+    return {f"P{k}": y for k, y in enumerate(pyramid(model, x), start=1)}
 
 
 def pyramid(model, x) -> list:
@@ -112,11 +155,8 @@ def run(request: dict) -> None:
         i = name[1:]
         t = torch.from_numpy(inputs[name].transpose(0, 3, 1, 2).copy())
         with torch.inference_mode():
-            if request["compare"] == "logits":
-                outputs = {"logits": model(t)}
-            else:
-                outputs = {f"P{k}": y for k, y in enumerate(pyramid(model, t), start=1)}
-        for level, y in outputs.items():
+            found = outputs(model, t, request["compare"])
+        for level, y in found.items():
             arrays[f"y{i}_{level}"] = y.numpy().transpose(0, 2, 3, 1)
     np.savez(request["outputs"], **arrays)
 

@@ -169,3 +169,36 @@ for _encoder in ("vgg16", "vgg16_bn"):
         pad=32,
         kwargs={"encoder_name": _encoder, "classes": 5},
     )
+
+# Hugging Face transformers SegFormer: the B0 configuration (SegformerConfig's defaults), saved
+# with save_pretrained (config.json + model.safetensors, the hub's keys). No padding on either
+# side: the patch embeddings floor, so 70x90 runs as it is.
+_case(
+    "transformers_segformer_b0",
+    "transformers",
+    "SegformerForSemanticSegmentation",
+    "logits",
+    {"model": "segformer"},
+    kwargs={"num_labels": 5},
+    save="hub",
+)
+# The MiT-B0 encoder of an ImageNet classifier (as nvidia/mit-b0): hidden states vs P2..P5.
+_case(
+    "transformers_mit_b0",
+    "transformers",
+    "SegformerForImageClassification",
+    "pyramid",
+    {"backbone": "mit_b0"},
+    kwargs={"num_labels": 10},
+    save="hub",
+)
+# The same, saved as transformers 5's own state dict (keys `segformer.stages.*`), a lone file.
+_case(
+    "transformers_segformer_b0_state_dict",
+    "transformers",
+    "SegformerForSemanticSegmentation",
+    "logits",
+    {"model": "segformer"},
+    kwargs={"num_labels": 5},
+    save="safetensors",
+)

@@ -24,10 +24,12 @@ from cases import MEAN  # noqa: E402
 from cases import SIZES  # noqa: E402
 from cases import STD  # noqa: E402
 from reference import construct  # noqa: E402  (keras_seg/weights/reference.py)
-from reference import pyramid  # noqa: E402
+from reference import outputs  # noqa: E402
 
 
-def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+def randomize(model: torch.nn.Module, seed: int = 0, all_biases: bool = False) -> torch.nn.Module:
+    """Random BatchNorm statistics and affine weights; with `all_biases` also random LayerNorm
+    weights and Linear / conv biases (transformers initialises those to 1 and 0)."""
     g = torch.Generator().manual_seed(seed)
     for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
@@ -35,6 +37,12 @@ def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
             module.running_var.uniform_(0.5, 1.5, generator=g)
             module.weight.data.uniform_(0.5, 1.5, generator=g)
             module.bias.data.uniform_(-0.5, 0.5, generator=g)
+        elif all_biases and isinstance(module, torch.nn.LayerNorm):
+            module.weight.data.uniform_(0.5, 1.5, generator=g)
+            module.bias.data.uniform_(-0.5, 0.5, generator=g)
+        elif all_biases and isinstance(module, torch.nn.Linear | torch.nn.Conv2d):
+            if module.bias is not None:
+                module.bias.data.uniform_(-0.1, 0.1, generator=g)
     return model.eval()
 
 
@@ -53,7 +61,8 @@ def save(model, case: dict, path: Path) -> None:
 def run(name: str, out: Path) -> None:
     case = CASES[name]
     torch.manual_seed(0)
-    model = randomize(construct(case["library"], case["factory"], case["kwargs"]))
+    model = construct(case["library"], case["factory"], case["kwargs"])
+    model = randomize(model, all_biases=case["library"] == "transformers")
     save(model, case, out / name)
     rng = np.random.default_rng(1)
     arrays = {}
@@ -66,12 +75,9 @@ def run(name: str, out: Path) -> None:
         normalised[:, :h, :w] = (x - np.float32(MEAN)) / np.float32(STD)
         t = torch.from_numpy(normalised.transpose(0, 3, 1, 2).copy())
         with torch.inference_mode():
-            if case["compare"] == "logits":
-                outputs = {"logits": model(t)}
-            else:
-                outputs = {f"P{k}": y for k, y in enumerate(pyramid(model, t), 1)}
+            found = outputs(model, t, case["compare"])
         arrays[f"x{i}"] = x
-        for level, y in outputs.items():
+        for level, y in found.items():
             y = y.numpy().transpose(0, 2, 3, 1)
             if case["compare"] == "logits":
                 y = y[:, :h, :w]
