@@ -3,14 +3,15 @@
 The routes a user with a segmentation_models.pytorch checkpoint would try, on one model:
 
 - keras_seg: `keras_seg.build("unet", num_classes=None, weights=CHECKPOINT)`, then
-  `keras_seg.export.tflite` (fp32; int8 calibrated on random images like the check images).
+  `keras_seg.export.tflite` (fp32; int8 calibrated on images like the check images).
 - litert_torch: `litert_torch.convert(model, (x,))` (fp32; int8 by its PT2E recipe).
 - onnx2tf: `torch.onnx.export`, then the `onnx2tf` command (fp32; int8 with `-oiqt`
   calibrated on the same images, its `*_integer_quant.tflite`: float in/out, int8 inside).
 
 The model is `smp.Unet(encoder, encoder_weights=None, classes=N)` with a fixed seed and random
 BatchNorm statistics, built in a PyTorch-only subprocess (`bridge_torch.py`), which also
-computes PyTorch's logits on fixed random images. Peers live in their own virtual environments
+computes PyTorch's logits on fixed images (synthetic shapes after `--train-steps`, else random
+pixels). Peers live in their own virtual environments
 (`--litert-venv`, `--onnx2tf-venv`; `--install` creates missing ones from
 `bridge_routes.PEER_INSTALL`).
 For every `.tflite` produced: builtin ops only (from the flatbuffer's op codes), file size,
@@ -145,7 +146,9 @@ def markdown_table(payload: dict[str, Any]) -> str:
     rows = [
         f"SMP U-Net {s['encoder']}, {s['num_classes']} classes, {s['size']}x{s['size']}; "
         f"latency median of {s['repeats']} single-image runs (round-robin), agreement on "
-        f"{s['images']} random images. `{payload['results']['command']}`",
+        f"{s['images']} {'synthetic-shape' if s.get('train_steps') else 'random-pixel'} images "
+        f"({'reference trained ' + str(s['train_steps']) + ' steps' if s.get('train_steps') else 'random weights'}). "
+        f"`{payload['results']['command']}`",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
