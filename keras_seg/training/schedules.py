@@ -10,6 +10,8 @@ from __future__ import annotations
 import keras
 
 from keras_seg.config import TrainConfig
+from keras_seg.training.optimizers import LayerwiseAdamW
+from keras_seg.training.optimizers import LayerwiseSGD
 
 # Variables whose names contain these get no weight decay unless `decay_norm_and_bias`.
 NO_DECAY_NAMES = ("gamma", "beta", "bias")
@@ -34,16 +36,25 @@ def build_optimizer(cfg: TrainConfig) -> keras.optimizers.Optimizer:
 
     Keras applies `weight_decay` as decoupled decay (`w -= lr * wd * w`), which for SGD differs
     from Caffe's L2-in-the-gradient only through the momentum of the decay term.
-    BatchNorm gamma/beta and biases are excluded unless `cfg.decay_norm_and_bias`.
+    Norm-layer gamma/beta (BatchNorm, LayerNorm) and biases are excluded unless
+    `cfg.decay_norm_and_bias`. With `cfg.lr_multipliers`, the optimizer is the layer-wise
+    subclass (`keras_seg.training.optimizers`) that scales each variable's learning rate.
     """
     schedule = build_schedule(cfg)
     weight_decay = cfg.weight_decay or None
+    layerwise = {"lr_multipliers": cfg.lr_multipliers} if cfg.lr_multipliers else {}
     if cfg.optimizer == "sgd":
-        optimizer = keras.optimizers.SGD(
-            schedule, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=weight_decay
+        optimizer = (LayerwiseSGD if layerwise else keras.optimizers.SGD)(
+            schedule,
+            momentum=cfg.momentum,
+            nesterov=cfg.nesterov,
+            weight_decay=weight_decay,
+            **layerwise,
         )
     elif cfg.optimizer == "adamw":
-        optimizer = keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay)
+        optimizer = (LayerwiseAdamW if layerwise else keras.optimizers.AdamW)(
+            schedule, weight_decay=cfg.weight_decay, **layerwise
+        )
     else:
         raise ValueError(f"Unknown optimizer {cfg.optimizer!r}; allowed: sgd, adamw")
     if cfg.weight_decay and not cfg.decay_norm_and_bias:
