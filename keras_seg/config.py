@@ -107,6 +107,8 @@ class TrainConfig:
         optimizer: "sgd" (momentum) or "adamw".
         learning_rate, end_learning_rate: schedule start and end.
         schedule: "poly" (`(1 - step/steps) ** poly_power`), "cosine" or "constant".
+        warmup_steps: linear warmup from 0 to `learning_rate` over these first steps; the
+            schedule then decays over the remaining `steps - warmup_steps`.
         momentum, nesterov: SGD momentum.
         weight_decay: decoupled weight decay of the optimizer.
         decay_norm_and_bias: also decay norm-layer gamma/beta (BatchNorm, LayerNorm) and biases.
@@ -134,6 +136,7 @@ class TrainConfig:
     end_learning_rate: float = 0.0
     schedule: Literal["poly", "cosine", "constant"] = "poly"
     poly_power: float = 0.9
+    warmup_steps: int = 0
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 1e-4
@@ -341,6 +344,7 @@ def _check_values(cfg: Config, source: _Origin) -> None:
         ("train.batch_size", c.train.batch_size, c.train.batch_size > 0),
         ("train.steps", c.train.steps, c.train.steps > 0),
         ("train.steps_per_epoch", c.train.steps_per_epoch, c.train.steps_per_epoch > 0),
+        ("train.warmup_steps", c.train.warmup_steps, 0 <= c.train.warmup_steps < c.train.steps),
         ("train.checkpoint_every", c.train.checkpoint_every, c.train.checkpoint_every > 0),
         ("eval.overlap", c.eval.overlap, 0 <= c.eval.overlap < 1),
         ("eval.scales", c.eval.scales, bool(c.eval.scales) and min(c.eval.scales) > 0),

@@ -84,7 +84,7 @@ def test_zoo_recipes_follow_the_papers():
         t = segformer.train
         assert segformer.data.crop_size == [crop, crop] and t.batch_size == batch
         assert (t.optimizer, t.learning_rate, t.weight_decay) == ("adamw", 6e-5, 0.01)
-        assert (t.schedule, t.poly_power, t.steps) == ("poly", 1.0, 160000)
+        assert (t.schedule, t.poly_power, t.steps, t.warmup_steps) == ("poly", 1.0, 160000, 1500)
         assert list(t.lr_multipliers.values()) == [10.0]
     segformer.model.weights = None  # no download: the variables do not depend on it
     segformer = build_model(segformer)
@@ -138,6 +138,8 @@ def test_missing_required_and_out_of_range(tmp_path):
         load_config(_write(tmp_path, "name: x\ndata: {name: synthetic}\n"))
     with pytest.raises(ConfigError, match=r"eval\.overlap: value 1\.5 is out of range"):
         load_config(_write(tmp_path, MINIMAL + "eval: {overlap: 1.5}\n"))
+    with pytest.raises(ConfigError, match=r"train\.warmup_steps: value 1000 is out of range"):
+        load_config(_write(tmp_path, MINIMAL + "  warmup_steps: 1000\n"))
 
 
 def test_overrides(tmp_path):

@@ -111,7 +111,7 @@ def test_config_reads_multipliers():
     assert cfg.train.lr_multipliers == {"^(decoder|logits)": 10.0}
 
 
-def test_training_run_with_multipliers_and_a_pattern_that_matches_nothing(tmp_path):
+def test_training_run_with_multipliers_warmup_and_a_pattern_that_matches_nothing(tmp_path):
     from keras_seg.training.trainer import train
     from tests.training.common import tiny_config
 
@@ -120,5 +120,6 @@ def test_training_run_with_multipliers_and_a_pattern_that_matches_nothing(tmp_pa
     with pytest.raises(ConfigError, match=r"tiny: .*pattern 'decoder' matches no trainable"):
         train(cfg, tmp_path / "bad", verbose=0, final_eval=False)
     cfg.train.lr_multipliers = {"^logits/": 10.0}
+    cfg.train.warmup_steps = 2
     result = train(cfg, tmp_path / "run", verbose=0, final_eval=False)
     assert np.isfinite(result["history"]["loss"]).all() and len(result["history"]["loss"]) == 2
