@@ -183,6 +183,20 @@ def test_ade20k_missing_folder_is_named(tmp_path):
         data.load("ade20k", "test", tmp_path)
 
 
+def test_ade20k_label_above_150_is_a_data_error(tmp_path):
+    raw = fx.write_ade20k(tmp_path, "validation", 2)
+    mask = raw["ADE_val_00000002"]
+    mask[:2, :2] = 200
+    path = tmp_path / "ADEChallengeData2016" / "annotations" / "validation" / "ADE_val_00000002.png"
+    fx.write_png(path, mask)
+    with pytest.raises(tf.errors.InvalidArgumentError) as caught:
+        fx.as_numpy(data.load("ade20k", "val", tmp_path))
+    assert str(data.data_error_from(caught.value)).startswith(
+        f"ade20k: {path}: 4 pixels hold values that are not classes of ade20k (e.g. 200); "
+        "expected raw values 0..150, 255"
+    )
+
+
 def test_folder_isbi_style_label_map_and_grey_images(tmp_path):
     rng = np.random.default_rng(0)
     masks = {str(k): fx.blocks(rng, [0, 255]) for k in range(3)}
