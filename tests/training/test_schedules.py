@@ -48,14 +48,21 @@ def test_linear_warmup_then_poly_over_the_remaining_steps():
     assert float(optimizer.learning_rate) == 0.0  # step 0
 
 
+@pytest.mark.parametrize("layerwise", [{}, {"conv2d": 1.0}], ids=["plain", "layerwise"])
 @pytest.mark.parametrize("name", ["sgd", "adamw"])
-def test_weight_decay_skips_batchnorm_and_bias(name):
+def test_weight_decay_skips_batchnorm_and_bias(name, layerwise):
     inputs = keras.Input((4, 4, 2))
     x = keras.layers.Conv2D(3, 1, use_bias=True)(inputs)
     model = keras.Model(inputs, keras.layers.BatchNormalization()(x))
     for v in model.trainable_variables:
         v.assign(np.ones(v.shape, "float32"))
-    cfg = TrainConfig(optimizer=name, learning_rate=0.1, weight_decay=0.5, schedule="constant")
+    cfg = TrainConfig(
+        optimizer=name,
+        learning_rate=0.1,
+        weight_decay=0.5,
+        schedule="constant",
+        lr_multipliers=layerwise,
+    )
     optimizer = build_optimizer(cfg)
     zeros = [tf.zeros_like(v) for v in model.trainable_variables]
     optimizer.apply_gradients(zip(zeros, model.trainable_variables, strict=True))
