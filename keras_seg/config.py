@@ -107,9 +107,16 @@ class TrainConfig:
         optimizer: "sgd" (momentum) or "adamw".
         learning_rate, end_learning_rate: schedule start and end.
         schedule: "poly" (`(1 - step/steps) ** poly_power`), "cosine" or "constant".
+        warmup_steps: linear warmup from 0 to `learning_rate` over these first steps; the
+            schedule then decays over the remaining `steps - warmup_steps`.
         momentum, nesterov: SGD momentum.
         weight_decay: decoupled weight decay of the optimizer.
-        decay_norm_and_bias: also decay BatchNorm gamma/beta and biases.
+        decay_norm_and_bias: also decay norm-layer gamma/beta (BatchNorm, LayerNorm) and biases.
+        lr_multipliers: `{regex on variable path: factor}`: the first pattern that matches a
+            variable's path (`variable.path`, e.g. `logits/kernel`) multiplies its learning
+            rate (and its weight decay step, as in PyTorch parameter groups); e.g.
+            `{"^(decoder|logits)": 10.0}` trains SegFormer's head at 10x. A pattern that
+            matches nothing is an error when training starts.
         loss: terms summed into the training loss.
         class_weights: per-class loss weights, "median_frequency" (computed from the training
             split, as in SegNet) or null.
@@ -129,10 +136,12 @@ class TrainConfig:
     end_learning_rate: float = 0.0
     schedule: Literal["poly", "cosine", "constant"] = "poly"
     poly_power: float = 0.9
+    warmup_steps: int = 0
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 1e-4
     decay_norm_and_bias: bool = False
+    lr_multipliers: dict[str, float] = field(default_factory=dict)
     loss: list[LossTerm] = field(default_factory=lambda: [LossTerm()])
     class_weights: list[float] | Literal["median_frequency"] | None = None
     precision: Literal[PRECISIONS] = "auto"
@@ -280,7 +289,8 @@ def _convert(value: Any, tp: Any, key: str, source: _Origin) -> Any:
             return [_convert(v, item, f"{key}[{i}]", source) for i, v in enumerate(value)]
     elif origin is dict:
         if isinstance(value, dict):
-            return dict(value)
+            _, item = typing.get_args(tp)
+            return {k: _convert(v, item, f"{key}.{k}", source) for k, v in value.items()}
     elif tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
@@ -334,6 +344,7 @@ def _check_values(cfg: Config, source: _Origin) -> None:
         ("train.batch_size", c.train.batch_size, c.train.batch_size > 0),
         ("train.steps", c.train.steps, c.train.steps > 0),
         ("train.steps_per_epoch", c.train.steps_per_epoch, c.train.steps_per_epoch > 0),
+        ("train.warmup_steps", c.train.warmup_steps, 0 <= c.train.warmup_steps < c.train.steps),
         ("train.checkpoint_every", c.train.checkpoint_every, c.train.checkpoint_every > 0),
         ("eval.overlap", c.eval.overlap, 0 <= c.eval.overlap < 1),
         ("eval.scales", c.eval.scales, bool(c.eval.scales) and min(c.eval.scales) > 0),
@@ -342,6 +353,17 @@ def _check_values(cfg: Config, source: _Origin) -> None:
     for key, value, ok in checks:
         if not ok:
             raise ConfigError(f"{source.at(key)}: {key}: value {value!r} is out of range")
+    for pattern, factor in cfg.train.lr_multipliers.items():
+        key = f"train.lr_multipliers.{pattern}"
+        try:
+            re.compile(pattern)
+        except (re.error, TypeError) as e:
+            raise ConfigError(
+                f"{source.at(key)}: train.lr_multipliers: key {pattern!r} is not a regular "
+                f"expression ({e})"
+            ) from None
+        if factor < 0:
+            raise ConfigError(f"{source.at(key)}: {key}: value {factor!r} is out of range (>= 0)")
     bad = sorted(set(cfg.export.formats) - {"keras", "saved_model", "tflite"})
     if bad:
         raise ConfigError(

@@ -13,6 +13,7 @@ from keras_seg.config import save_config
 from keras_seg.demo import demo_config
 from keras_seg.runs import build_model
 from keras_seg.runs import check_config
+from keras_seg.training.optimizers import variable_factors
 
 ZOO = Path(__file__).resolve().parents[1] / "zoo_configs"
 ZOO_FILES = sorted(ZOO.glob("*.yaml"))
@@ -63,6 +64,8 @@ def test_zoo_config_builds_its_pinned_parameter_count(path):
     cfg.model.weights = None  # no downloads in tests; the count does not depend on weights
     model = build_model(cfg, cfg.model.num_classes)
     assert model.count_params() == cfg.model.expected_params, path.name
+    # every lr_multipliers pattern matches some variable (else training refuses to start)
+    variable_factors(cfg.train.lr_multipliers, [v.path for v in model.trainable_variables])
     keras.backend.clear_session()
 
 
@@ -76,6 +79,20 @@ def test_zoo_recipes_follow_the_papers():
     assert segnet.train.class_weights[6] == pytest.approx(9.6446)  # SignSymbol
     cityscapes = load_config(ZOO / "deeplabv3plus_resnet50_cityscapes.yaml")
     assert cityscapes.data.crop_size == [512, 1024] and cityscapes.eval.mode == "sliding"
+    for name, crop, batch in [("ade20k", 512, 16), ("cityscapes", 1024, 8)]:
+        segformer = load_config(ZOO / f"segformer_b0_{name}.yaml")
+        t = segformer.train
+        assert segformer.data.crop_size == [crop, crop] and t.batch_size == batch
+        assert (t.optimizer, t.learning_rate, t.weight_decay) == ("adamw", 6e-5, 0.01)
+        assert (t.schedule, t.poly_power, t.steps, t.warmup_steps) == ("poly", 1.0, 160000, 1500)
+        assert list(t.lr_multipliers.values()) == [10.0]
+    segformer.model.weights = None  # no download: the variables do not depend on it
+    segformer = build_model(segformer)
+    paths = [v.path for v in segformer.trainable_variables]
+    factors = variable_factors(t.lr_multipliers, paths)
+    head = {p for p, f in zip(paths, factors, strict=True) if f == 10.0}
+    assert head == {p for p in paths if p.startswith(("decoder_", "logits/"))} and len(head) == 13
+    keras.backend.clear_session()
 
 
 def test_demo_yaml_equals_the_demo_config():
@@ -121,6 +138,8 @@ def test_missing_required_and_out_of_range(tmp_path):
         load_config(_write(tmp_path, "name: x\ndata: {name: synthetic}\n"))
     with pytest.raises(ConfigError, match=r"eval\.overlap: value 1\.5 is out of range"):
         load_config(_write(tmp_path, MINIMAL + "eval: {overlap: 1.5}\n"))
+    with pytest.raises(ConfigError, match=r"train\.warmup_steps: value 1000 is out of range"):
+        load_config(_write(tmp_path, MINIMAL + "  warmup_steps: 1000\n"))
 
 
 def test_overrides(tmp_path):

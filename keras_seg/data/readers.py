@@ -200,6 +200,37 @@ def camvid(data_dir, split: str, on_error: str) -> list[Sample]:
     return pair_up("camvid", candidates, on_error, f"a {split}annot mask for each {split} image")
 
 
+# --- ADE20K -------------------------------------------------------------------------------
+
+#: ADE20K split name -> folder name of the release (the folder names are accepted too).
+ADE20K_FOLDERS = {"train": "training", "val": "validation", "training": "training",
+                  "validation": "validation"}  # fmt: skip
+
+
+def ade20k(data_dir, split: str, on_error: str) -> list[Sample]:
+    """SceneParsing `ADEChallengeData2016/{images, annotations}/{training, validation}/`:
+    `*.jpg` images and `*.png` masks of the same stem, extracted or in
+    `ADEChallengeData2016.zip`."""
+    store = locate(
+        "ade20k", data_dir, ("ADEChallengeData2016", ""), "images", ["ADEChallengeData2016.zip"]
+    )
+    folder = ADE20K_FOLDERS[split]
+    for kind, what in (("images", ".jpg images"), ("annotations", ".png masks")):
+        if not store.isdir(f"{kind}/{folder}"):
+            raise DataError(
+                f"ade20k: folder {store.describe(f'{kind}/{folder}')} does not exist "
+                f"(expected the {split} split's {what})"
+            )
+    names = [n for n in store.names(f"images/{folder}") if n.endswith(".jpg")]
+    if not names:
+        raise DataError(f"ade20k: no .jpg images in {store.describe(f'images/{folder}')}")
+    candidates = [
+        (store, n, store, f"annotations/{folder}/{n.rsplit('/', 1)[1][: -len('.jpg')]}.png")
+        for n in names
+    ]
+    return pair_up("ade20k", candidates, on_error, "an annotations PNG for each image")
+
+
 # --- Folder -------------------------------------------------------------------------------
 
 
@@ -261,5 +292,6 @@ READERS: dict[str, Callable[..., list[Sample]]] = {
     "voc2012_aug": voc2012_aug,
     "cityscapes": cityscapes,
     "camvid": camvid,
+    "ade20k": ade20k,
     "folder": folder,
 }

@@ -2,31 +2,78 @@
 
 The "poly" schedule of DeepLab and PSPNet, `lr * (1 - step / steps) ** power`, is exactly
 `keras.optimizers.schedules.PolynomialDecay(lr, steps, end_lr, power)`, so we use Keras's
-(serializable, restored with the optimizer's step counter on resume).
+(serializable, restored with the optimizer's step counter on resume). `warmup_steps` puts a
+linear warmup from 0 in front of any of them, which then decays over the remaining steps (as
+mmsegmentation's `LinearLR` followed by `PolyLR(begin=warmup)`).
 """
 
 from __future__ import annotations
 
 import keras
+from keras import ops
 
 from keras_seg.config import TrainConfig
+from keras_seg.training.optimizers import LayerwiseAdamW
+from keras_seg.training.optimizers import LayerwiseSGD
 
 # Variables whose names contain these get no weight decay unless `decay_norm_and_bias`.
 NO_DECAY_NAMES = ("gamma", "beta", "bias")
 
 
+@keras.saving.register_keras_serializable(package="keras_seg")
+class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
+    """`peak * step / warmup_steps` for the first `warmup_steps`, then `after(step - warmup_steps)`.
+
+    Args:
+        after: the schedule that follows (or a constant learning rate).
+        warmup_steps: length of the warmup.
+        peak: the learning rate reached at the end of the warmup.
+    """
+
+    def __init__(self, after, warmup_steps: int, peak: float):
+        self.after = after
+        self.warmup_steps = int(warmup_steps)
+        self.peak = float(peak)
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        warm = self.peak * step / self.warmup_steps
+        later = ops.maximum(step - self.warmup_steps, 0.0)
+        rest = self.after(later) if callable(self.after) else ops.cast(self.after, "float32")
+        return ops.where(step < self.warmup_steps, warm, ops.cast(rest, "float32"))
+
+    def get_config(self):
+        after = self.after
+        if isinstance(after, keras.optimizers.schedules.LearningRateSchedule):
+            after = keras.optimizers.schedules.serialize(after)
+        return {"after": after, "warmup_steps": self.warmup_steps, "peak": self.peak}
+
+    @classmethod
+    def from_config(cls, config):
+        after = config["after"]
+        if isinstance(after, dict):
+            after = keras.optimizers.schedules.deserialize(after)
+        return cls(after, config["warmup_steps"], config["peak"])
+
+
 def build_schedule(cfg: TrainConfig) -> keras.optimizers.schedules.LearningRateSchedule | float:
-    """The learning rate (schedule) of `cfg`: poly, cosine or constant over `cfg.steps`."""
+    """The learning rate (schedule) of `cfg`: poly, cosine or constant over `cfg.steps`, after
+    a linear warmup of `cfg.warmup_steps` (the decay then spans the remaining steps)."""
+    steps = cfg.steps - cfg.warmup_steps
     if cfg.schedule == "poly":
-        return keras.optimizers.schedules.PolynomialDecay(
-            cfg.learning_rate, cfg.steps, cfg.end_learning_rate, power=cfg.poly_power
+        schedule = keras.optimizers.schedules.PolynomialDecay(
+            cfg.learning_rate, steps, cfg.end_learning_rate, power=cfg.poly_power
         )
-    if cfg.schedule == "cosine":
+    elif cfg.schedule == "cosine":
         alpha = cfg.end_learning_rate / cfg.learning_rate if cfg.learning_rate else 0.0
-        return keras.optimizers.schedules.CosineDecay(cfg.learning_rate, cfg.steps, alpha=alpha)
-    if cfg.schedule == "constant":
-        return cfg.learning_rate
-    raise ValueError(f"Unknown schedule {cfg.schedule!r}; allowed: poly, cosine, constant")
+        schedule = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, steps, alpha=alpha)
+    elif cfg.schedule == "constant":
+        schedule = cfg.learning_rate
+    else:
+        raise ValueError(f"Unknown schedule {cfg.schedule!r}; allowed: poly, cosine, constant")
+    if cfg.warmup_steps:
+        return LinearWarmup(schedule, cfg.warmup_steps, cfg.learning_rate)
+    return schedule
 
 
 def build_optimizer(cfg: TrainConfig) -> keras.optimizers.Optimizer:
@@ -34,16 +81,25 @@ def build_optimizer(cfg: TrainConfig) -> keras.optimizers.Optimizer:
 
     Keras applies `weight_decay` as decoupled decay (`w -= lr * wd * w`), which for SGD differs
     from Caffe's L2-in-the-gradient only through the momentum of the decay term.
-    BatchNorm gamma/beta and biases are excluded unless `cfg.decay_norm_and_bias`.
+    Norm-layer gamma/beta (BatchNorm, LayerNorm) and biases are excluded unless
+    `cfg.decay_norm_and_bias`. With `cfg.lr_multipliers`, the optimizer is the layer-wise
+    subclass (`keras_seg.training.optimizers`) that scales each variable's learning rate.
     """
     schedule = build_schedule(cfg)
     weight_decay = cfg.weight_decay or None
+    layerwise = {"lr_multipliers": cfg.lr_multipliers} if cfg.lr_multipliers else {}
     if cfg.optimizer == "sgd":
-        optimizer = keras.optimizers.SGD(
-            schedule, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=weight_decay
+        optimizer = (LayerwiseSGD if layerwise else keras.optimizers.SGD)(
+            schedule,
+            momentum=cfg.momentum,
+            nesterov=cfg.nesterov,
+            weight_decay=weight_decay,
+            **layerwise,
         )
     elif cfg.optimizer == "adamw":
-        optimizer = keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay)
+        optimizer = (LayerwiseAdamW if layerwise else keras.optimizers.AdamW)(
+            schedule, weight_decay=cfg.weight_decay, **layerwise
+        )
     else:
         raise ValueError(f"Unknown optimizer {cfg.optimizer!r}; allowed: sgd, adamw")
     if cfg.weight_decay and not cfg.decay_norm_and_bias:

@@ -32,6 +32,7 @@ import keras
 from keras_seg import inference
 from keras_seg import runs
 from keras_seg.config import Config
+from keras_seg.config import ConfigError
 from keras_seg.config import save_config
 from keras_seg.losses import build_loss
 from keras_seg.losses import count_labels
@@ -43,6 +44,7 @@ from keras_seg.training import datasets
 from keras_seg.training.distribution import build_strategy
 from keras_seg.training.distribution import is_chief
 from keras_seg.training.distribution import set_precision
+from keras_seg.training.optimizers import variable_factors
 from keras_seg.training.schedules import build_optimizer
 
 MONITOR = "val_mean_iou"
@@ -131,6 +133,10 @@ def train(
 
     with strategy.scope():
         model = runs.build_model(cfg, info.num_classes)
+        try:  # a pattern that matches no variable fails now, not at the first step
+            variable_factors(cfg.train.lr_multipliers, [v.path for v in model.trainable_variables])
+        except ValueError as e:
+            raise ConfigError(f"{cfg.name}: {e}") from None
         model.compile(
             optimizer=build_optimizer(cfg.train),
             loss=build_loss(cfg.train.loss, class_weights, info.ignore_label),

@@ -136,6 +136,25 @@ def write_camvid(root, split: str, count: int, with_list: bool = True, seed: int
     return out
 
 
+def write_ade20k(root, split: str, count: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """`ADEChallengeData2016/images/{split}/*.jpg` + `annotations/{split}/*.png` (grey 0..150).
+
+    `split` is the release's folder name ("training" or "validation"). Returns stem -> mask.
+    """
+    rng = np.random.default_rng(seed)
+    ade = Path(root) / "ADEChallengeData2016"
+    prefix = "ADE_train" if split == "training" else "ADE_val"
+    out = {}
+    for k in range(count):
+        stem = f"{prefix}_{k + 1:08d}"
+        mask = blocks(rng, range(151))
+        mask[:6, -6:] = 0  # "other", which every mask of the release has somewhere
+        out[stem] = mask
+        write_jpeg(ade / "images" / split / f"{stem}.jpg", image_for(mask))
+        write_png(ade / "annotations" / split / f"{stem}.png", mask)
+    return out
+
+
 def write_folder(
     root, masks: dict[str, np.ndarray], image_dir="images", mask_dir="masks", suffix=".png"
 ):

@@ -136,6 +136,67 @@ def test_camvid_void_is_ignore(tmp_path):
     assert len(fx.as_numpy(data.load("camvid", "val", tmp_path / "CamVid"))) == 1
 
 
+def test_ade20k_shifts_labels_and_ignores_other(tmp_path):
+    raw = fx.write_ade20k(tmp_path / "x", "training", 3)
+    fx.write_ade20k(tmp_path / "x", "validation", 2, seed=1)
+    stem = "ADE_train_00000001"
+    mask = raw[stem]
+    mask[:2, :3] = [[0, 1, 150], [2, 0, 75]]  # other, wall, flag / building, other, 75
+    fx.write_png(
+        tmp_path / "x" / "ADEChallengeData2016" / "annotations" / "training" / f"{stem}.png", mask
+    )
+    fx.zip_dir(
+        tmp_path / "x" / "ADEChallengeData2016",
+        tmp_path / "ADEChallengeData2016.zip",
+        "ADEChallengeData2016",
+    )
+    for where in (tmp_path / "x", tmp_path / "x" / "ADEChallengeData2016", tmp_path):
+        out = fx.as_numpy(data.load("ade20k", "train", where))
+        assert len(out) == 3
+        assert out[0][1][:2, :3].tolist() == [[255, 0, 149], [1, 255, 74]]
+        for (image, got), want in zip(out, raw.values(), strict=True):
+            np.testing.assert_array_equal(got, np.where(want == 0, 255, want - 1))
+            assert image.shape == (*fx.SIZE, 3)
+    assert len(fx.as_numpy(data.load("ade20k", "validation", tmp_path / "x"))) == 2
+    meta = data.info("ade20k")
+    assert meta.num_classes == 150 and meta.class_names[:3] == ("wall", "building", "sky")
+    assert meta.class_names[-1] == "flag" and meta.palette.shape == (150, 3)
+    assert meta.label_lut[0] == 255 and meta.label_lut[151] == -1  # 151..254 are errors
+
+
+def test_ade20k_missing_folder_is_named(tmp_path):
+    fx.write_ade20k(tmp_path, "training", 1)
+    ade = tmp_path / "ADEChallengeData2016"
+    with pytest.raises(data.DataError, match=rf"ade20k: folder {ade}/images/validation does not"):
+        data.load("ade20k", "val", tmp_path)
+    (ade / "annotations" / "training" / "ADE_train_00000001.png").unlink()
+    (ade / "annotations" / "training").rmdir()
+    with pytest.raises(
+        data.DataError, match=rf"folder {ade}/annotations/training does not exist.*\.png masks"
+    ):
+        data.load("ade20k", "train", tmp_path)
+    with pytest.raises(
+        data.DataError, match=r"ade20k: found none of \[ADEChallengeData2016/images"
+    ):
+        data.load("ade20k", "train", ade / "images")
+    with pytest.raises(ValueError, match="ade20k: unknown split 'test'; allowed: train, val"):
+        data.load("ade20k", "test", tmp_path)
+
+
+def test_ade20k_label_above_150_is_a_data_error(tmp_path):
+    raw = fx.write_ade20k(tmp_path, "validation", 2)
+    mask = raw["ADE_val_00000002"]
+    mask[:2, :2] = 200
+    path = tmp_path / "ADEChallengeData2016" / "annotations" / "validation" / "ADE_val_00000002.png"
+    fx.write_png(path, mask)
+    with pytest.raises(tf.errors.InvalidArgumentError) as caught:
+        fx.as_numpy(data.load("ade20k", "val", tmp_path))
+    assert str(data.data_error_from(caught.value)).startswith(
+        f"ade20k: {path}: 4 pixels hold values that are not classes of ade20k (e.g. 200); "
+        "expected raw values 0..150, 255"
+    )
+
+
 def test_folder_isbi_style_label_map_and_grey_images(tmp_path):
     rng = np.random.default_rng(0)
     masks = {str(k): fx.blocks(rng, [0, 255]) for k in range(3)}
@@ -210,6 +271,7 @@ LOAD_OPTIONS = {
     "voc2012_aug": {"sbd_dir": "/sbd"},
     "cityscapes": {},
     "camvid": {},
+    "ade20k": {},
     "folder": {"image_dir": "image", "mask_dir": "label", "num_classes": 2,
                "label_map": {0: 0, 255: 1}},
     "synthetic": {"num_train": 8, "num_val": 4, "size": 32},

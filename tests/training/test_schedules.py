@@ -27,14 +27,42 @@ def test_poly_schedule_values_and_serialization():
     assert float(cosine(5)) == pytest.approx(0.5, abs=1e-6)
 
 
+def test_linear_warmup_then_poly_over_the_remaining_steps():
+    """mmsegmentation's SegFormer schedule: LinearLR to step 1500, then PolyLR(power 1) to 160k."""
+    cfg = TrainConfig(learning_rate=6e-5, steps=160000, warmup_steps=1500, poly_power=1.0)
+    schedule = build_schedule(cfg)
+    for step, expected in [
+        (0, 0.0),
+        (750, 3e-5),
+        (1500, 6e-5),
+        (80750, 6e-5 * (1 - 79250 / 158500)),
+        (160000, 0.0),
+    ]:
+        assert float(schedule(step)) == pytest.approx(expected, rel=1e-5, abs=1e-12), step
+    clone = keras.optimizers.schedules.deserialize(keras.optimizers.schedules.serialize(schedule))
+    assert float(clone(1000)) == pytest.approx(float(schedule(1000)))
+    assert float(clone(9000)) == pytest.approx(float(schedule(9000)))
+    constant = build_schedule(TrainConfig(schedule="constant", learning_rate=0.1, warmup_steps=10))
+    assert [float(constant(s)) for s in (5, 10, 99)] == pytest.approx([0.05, 0.1, 0.1])
+    optimizer = build_optimizer(cfg)
+    assert float(optimizer.learning_rate) == 0.0  # step 0
+
+
+@pytest.mark.parametrize("layerwise", [{}, {"conv2d": 1.0}], ids=["plain", "layerwise"])
 @pytest.mark.parametrize("name", ["sgd", "adamw"])
-def test_weight_decay_skips_batchnorm_and_bias(name):
+def test_weight_decay_skips_batchnorm_and_bias(name, layerwise):
     inputs = keras.Input((4, 4, 2))
     x = keras.layers.Conv2D(3, 1, use_bias=True)(inputs)
     model = keras.Model(inputs, keras.layers.BatchNormalization()(x))
     for v in model.trainable_variables:
         v.assign(np.ones(v.shape, "float32"))
-    cfg = TrainConfig(optimizer=name, learning_rate=0.1, weight_decay=0.5, schedule="constant")
+    cfg = TrainConfig(
+        optimizer=name,
+        learning_rate=0.1,
+        weight_decay=0.5,
+        schedule="constant",
+        lr_multipliers=layerwise,
+    )
     optimizer = build_optimizer(cfg)
     zeros = [tf.zeros_like(v) for v in model.trainable_variables]
     optimizer.apply_gradients(zip(zeros, model.trainable_variables, strict=True))

@@ -113,8 +113,13 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint_then_resume(tmp_pa
     assert result["steps"] == 6 and (run / "final.keras").exists()
 
 
-def test_a_resumed_run_keeps_the_history_of_the_epochs_before(tmp_path, monkeypatch):
-    overrides = ["train.steps=6", "train.steps_per_epoch=2", "train.checkpoint_every=1"]
+@pytest.mark.parametrize(
+    "recipe",
+    [[], ['train.lr_multipliers={"^logits/": 10.0}', "train.warmup_steps=2"]],
+    ids=["plain", "layerwise_warmup"],
+)
+def test_a_resumed_run_keeps_the_history_of_the_epochs_before(tmp_path, monkeypatch, recipe):
+    overrides = ["train.steps=6", "train.steps_per_epoch=2", "train.checkpoint_every=1", *recipe]
     _, cfg = tiny_config(tmp_path, overrides)
     run = tmp_path / "run"
     _poison_after(monkeypatch, good_batches=3)  # epoch 1 ends; step 4 (epoch 2) is NaN
