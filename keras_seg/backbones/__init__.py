@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from dataclasses import field
+from typing import Any
 
 import keras
 
@@ -30,6 +32,8 @@ class BackboneSpec:
     normalization: str
     output_strides: tuple[int, ...]
     levels: tuple[str, ...] = ALL_LEVELS
+    # Keyword arguments of a cheap version, for the registry-driven tests (tests/backbones).
+    small_config: dict[str, Any] = field(default_factory=dict)
 
 
 _BACKBONES: dict[str, BackboneSpec] = {}
@@ -41,10 +45,13 @@ def register_backbone(
     normalization: str,
     output_strides: tuple[int, ...] = (32,),
     levels: tuple[str, ...] = ALL_LEVELS,
+    small_config: dict[str, Any] | None = None,
 ):
     """Decorator registering `builder(input_shape, weights, output_stride, **kwargs) -> keras.Model`.
 
     `levels`: the pyramid levels its outputs hold (a subset of "P1".."P5").
+    `small_config`: builder options of a cheap version; the shared backbone tests build it, so
+    a new backbone is checked without test edits.
     """
     unknown = sorted(set(levels) - set(ALL_LEVELS))
     if unknown or not levels:
@@ -54,7 +61,12 @@ def register_backbone(
         if name in _BACKBONES:
             raise ValueError(f"Backbone {name!r} is already registered")
         _BACKBONES[name] = BackboneSpec(
-            name, builder, normalization, tuple(output_strides), tuple(levels)
+            name,
+            builder,
+            normalization,
+            tuple(output_strides),
+            tuple(levels),
+            dict(small_config or {}),
         )
         return builder
 

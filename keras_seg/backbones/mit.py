@@ -163,7 +163,13 @@ def mit(
 
 
 def _register(variant: str) -> None:
-    @register_backbone(variant, normalization="torch", output_strides=(32,), levels=LEVELS)
+    @register_backbone(
+        variant,
+        normalization="torch",
+        output_strides=(32,),
+        levels=LEVELS,
+        small_config={"hidden_sizes": (8, 16, 40, 64), "depths": (1, 1, 1, 1)},
+    )
     def builder(
         input_shape=(None, None, 3),
         weights=None,

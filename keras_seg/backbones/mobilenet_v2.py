@@ -52,7 +52,9 @@ BLOCKS = (
 )
 
 
-@register_backbone("mobilenet_v2", normalization="tf", output_strides=(8, 16, 32))
+@register_backbone(
+    "mobilenet_v2", normalization="tf", output_strides=(8, 16, 32), small_config={"alpha": 0.35}
+)
 def mobilenet_v2(
     input_shape: tuple[int | None, int | None, int] = (None, None, 3),
     weights: str | None = None,
@@ -160,7 +162,12 @@ def torchvision_mobilenet_v2(
     return keras.Model(inputs, x, name="mobilenet_v2_torchvision")
 
 
-@register_backbone("mobilenet_v2_torchvision", normalization="torch", output_strides=(8, 16, 32))
+@register_backbone(
+    "mobilenet_v2_torchvision",
+    normalization="torch",
+    output_strides=(8, 16, 32),
+    small_config={"alpha": 0.35},
+)
 def mobilenet_v2_torchvision(
     input_shape: tuple[int | None, int | None, int] = (None, None, 3),
     weights: str | None = None,

@@ -182,7 +182,10 @@ def _register(name: str) -> None:
 
     builder.__name__ = builder.__qualname__ = name
     builder.__doc__ = f"{name} feature pyramid ({normalization} normalisation); see `build_resnet`."
-    register_backbone(name, normalization=normalization, output_strides=(8, 16, 32))(builder)
+    small = {"width": 8} if isinstance(RESNETS[name][1], str) else {}
+    register_backbone(
+        name, normalization=normalization, output_strides=(8, 16, 32), small_config=small
+    )(builder)
 
 
 for _name in RESNETS:

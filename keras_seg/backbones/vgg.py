@@ -152,7 +152,7 @@ def check_imagenet_compatible(weights: str | None, width: int, input_shape) -> N
 VGG_PYRAMIDS = ("pools", "deepest")
 
 
-@register_backbone("vgg16", normalization="caffe", output_strides=(32,))
+@register_backbone("vgg16", normalization="caffe", output_strides=(32,), small_config={"width": 8})
 def vgg16(
     input_shape: tuple[int | None, int | None, int] = (None, None, 3),
     weights: str | None = None,
@@ -195,7 +195,12 @@ def vgg16(
     return model
 
 
-@register_backbone("vgg16_torchvision", normalization="torch", output_strides=(32,))
+@register_backbone(
+    "vgg16_torchvision",
+    normalization="torch",
+    output_strides=(32,),
+    small_config={"width": 8, "batch_norm": True},
+)
 def vgg16_torchvision(
     input_shape: tuple[int | None, int | None, int] = (None, None, 3),
     weights: str | None = None,
