@@ -6,7 +6,7 @@
 folder or an `hf://owner/repo` handle. Its keys say what it is (`formats.Layout`):
 
 - an ImageNet classifier of torchvision or timm (ResNet-18/34/50/101, VGG16(-BN),
-  MobileNetV2): the backbone's weights; the decoder starts random, as with "imagenet";
+  MobileNetV2, timm's HRNet): the backbone's weights; the decoder starts random, as with "imagenet";
 - a segmentation_models.pytorch Unet / DeepLabV3 / DeepLabV3Plus: the whole model; its
   architecture options (head kernel, decoder widths, ...) follow from the weights.
 
@@ -24,6 +24,7 @@ from typing import Any
 
 import keras
 
+from keras_seg.weights import hrnet
 from keras_seg.weights import smp
 from keras_seg.weights.assign import LoadReport
 from keras_seg.weights.assign import assign
@@ -70,6 +71,8 @@ def recognise(checkpoint: Checkpoint, weights_format: str | None = None) -> Layo
     keys = set(checkpoint.tensors)
     if smp.is_smp(keys) and weights_format in (None, "smp"):
         return smp.layout(checkpoint)
+    if hrnet.is_hrnet(keys) and weights_format in (None, "timm"):
+        return hrnet.layout(checkpoint)
     return backbone_layout(keys, checkpoint.source, weights_format)
 
 

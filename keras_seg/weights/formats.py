@@ -14,6 +14,7 @@ from typing import Any
 
 import keras
 
+from keras_seg.weights import hrnet
 from keras_seg.weights import mobilenet
 from keras_seg.weights import torchvision
 from keras_seg.weights.assign import KeyMap
@@ -73,6 +74,7 @@ BACKBONE_MAPS: dict[str, Callable[[keras.Model, str, str], KeyMap]] = {
     "resnet101_torchvision": lambda m, p, f: torchvision.resnet_map(weighted_layers(m), p),
     "vgg16_torchvision": lambda m, p, f: torchvision.vgg_map(m, p),
     **mobilenet.BACKBONE_MAPS,
+    **dict.fromkeys(hrnet.BACKBONES, hrnet.key_map),
 }
 
 # keras_seg backbone -> the name torchvision, timm and SMP give the same network.
@@ -100,7 +102,10 @@ def reference_name(backbone: str, backbone_kwargs: dict[str, Any], library: str)
 
 # Backbone -> key prefixes of a classifier's last layers that the backbone may stop before
 # (besides the heads every backbone ignores, `torchvision.HEAD_PREFIXES`).
-BACKBONE_HEADS: dict[str, tuple[str, ...]] = {mobilenet.BACKBONE: mobilenet.HEAD_PREFIXES}
+BACKBONE_HEADS: dict[str, tuple[str, ...]] = {
+    mobilenet.BACKBONE: mobilenet.HEAD_PREFIXES,
+    **dict.fromkeys(hrnet.BACKBONES, hrnet.HEAD_PREFIXES),
+}
 
 # A keras.applications backbone and the torch-layout one that its checkpoint needs.
 TORCH_LAYOUT_OF = {
@@ -138,7 +143,7 @@ def backbone_layout(keys: set[str], source: str, weights_format: str | None) -> 
         raise WeightsError(
             f"{source}: not a checkpoint keras_seg can read"
             f"{f' as {weights_format!r}' if weights_format else ''} (keys {sample}, ...); "
-            f"supported: torchvision/timm ResNet-18/34/50/101, VGG16(-BN), MobileNetV2 and "
+            f"supported: torchvision/timm ResNet-18/34/50/101, VGG16(-BN), MobileNetV2, timm HRNet and "
             f"segmentation_models.pytorch Unet/DeepLabV3/DeepLabV3Plus on those"
         )
     fmt, backbone, kwargs = found

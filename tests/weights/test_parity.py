@@ -22,7 +22,6 @@ import keras_seg
 from keras_seg.backbones import build_backbone
 from tests.weights.cases import CASES
 from tests.weights.cases import MEAN
-from tests.weights.cases import SIZES
 from tests.weights.cases import STD
 from tests.weights.cases import TOLERANCE
 
@@ -62,7 +61,7 @@ def test_outputs_equal_the_reference(references, name):
         model = keras_seg.build(case["keras"]["model"], num_classes=None, weights=source)
     expected = np.load(references / f"{name}.npz")
     worst = {}
-    for i, _ in enumerate(SIZES):
+    for i, _ in enumerate(case["sizes"]):
         x = expected[f"x{i}"]
         if case["compare"] == "logits":
             ours = {"logits": np.asarray(model(x))}
@@ -74,7 +73,7 @@ def test_outputs_equal_the_reference(references, name):
             theirs = expected[f"y{i}_{level}"]
             assert ours[level].shape == theirs.shape, (level, x.shape)
             worst[f"{level}@{x.shape[1]}x{x.shape[2]}"] = relative_difference(ours[level], theirs)
-    assert len(worst) == len(SIZES) * (5 if case["compare"] == "pyramid" else 1)
+    assert len(worst) == len(case["sizes"]) * (5 if case["compare"] == "pyramid" else 1)
     assert max(worst.values()) <= TOLERANCE, worst
     with open(references / "parity.json", "a") as f:
         f.write(json.dumps({"case": name, "max_relative": max(worst.values())}) + "\n")
