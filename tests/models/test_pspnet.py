@@ -78,3 +78,25 @@ def test_resnet50_d8_learnable_parameters_match_mmsegmentation():
     trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
     assert trainable == 48_956_262
     assert abs(trainable - PAPER_PARAMS) / PAPER_PARAMS < 0.001
+
+
+def test_torchvision_checkpoint_loads_into_the_dilated_backbone(tmp_path):
+    from safetensors.numpy import save_file
+
+    from keras_seg.backbones import build_backbone
+    from tests.weights.test_weights import torch_state
+
+    original = build_backbone("resnet18", width=8)
+    rng = np.random.default_rng(0)
+    original.set_weights([rng.normal(size=w.shape).astype("float32") for w in original.weights])
+    save_file(torch_state(original, "resnet18"), str(tmp_path / "r18.safetensors"))
+    model = keras_seg.build(
+        "pspnet",
+        num_classes=3,
+        backbone="resnet18",
+        backbone_kwargs={"width": 8},
+        weights=str(tmp_path / "r18.safetensors"),
+        pyramid_filters=8,
+    )
+    for a, b in zip(_backbone(model).get_weights(), original.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
