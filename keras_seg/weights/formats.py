@@ -93,6 +93,8 @@ def reference_name(backbone: str, backbone_kwargs: dict[str, Any], library: str)
     name = REFERENCE_NAMES.get(backbone)
     if name is None:
         return None
+    if backbone_kwargs.get("stem") == "deep":
+        name += "c"  # timm's resnet50c / resnet101c (torchvision has no deep stem)
     if name == "vgg16" and backbone_kwargs.get("batch_norm"):
         name = "vgg16_bn"
     if name == "mobilenet_v2" and library == "timm":
@@ -147,7 +149,9 @@ def backbone_layout(keys: set[str], source: str, weights_format: str | None) -> 
             f"segmentation_models.pytorch Unet/DeepLabV3/DeepLabV3Plus on those"
         )
     fmt, backbone, kwargs = found
-    shared = weights_format is None and backbone.startswith(("resnet", "vgg"))
+    if kwargs.get("stem") == "deep":
+        fmt = "timm"  # only timm has the deep-stem ResNets
+    shared = fmt != "timm" and weights_format is None and backbone.startswith(("resnet", "vgg"))
     factory = reference_name(backbone, kwargs, fmt)
     return Layout(
         fmt,

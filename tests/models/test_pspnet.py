@@ -100,3 +100,13 @@ def test_torchvision_checkpoint_loads_into_the_dilated_backbone(tmp_path):
     )
     for a, b in zip(_backbone(model).get_weights(), original.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_deep_stem_gives_mmsegmentation_pspnet_r50_d8_exactly():
+    model = keras_seg.build(
+        "pspnet", num_classes=19, aux_head=True, backbone_kwargs={"stem": "deep"}
+    )
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    assert trainable == PAPER_PARAMS
+    assert model.get_layer("resnet50_torchvision").get_layer("conv1_1_conv").strides == (2, 2)

@@ -187,3 +187,15 @@ for _width in ("18_small", "18"):
         save="safetensors",
         sizes=((64, 64), (62, 94)),
     )
+
+# timm's ResNet-50-C: the deep 3x3 stem (mmsegmentation's ResNetV1c), backbone option
+# stem="deep".
+_case(
+    "timm_resnet50c",
+    "timm",
+    "resnet50c",
+    "pyramid",
+    {"backbone": "resnet50_torchvision"},
+    drop=("fc.",),
+    save="safetensors",
+)
