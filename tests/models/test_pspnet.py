@@ -110,3 +110,20 @@ def test_deep_stem_gives_mmsegmentation_pspnet_r50_d8_exactly():
     trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
     assert trainable == PAPER_PARAMS
     assert model.get_layer("resnet50_torchvision").get_layer("conv1_1_conv").strides == (2, 2)
+
+
+def test_onnx_export_takes_any_size(tmp_path):
+    """The adaptive pooling keeps PSPNet's ONNX graph dynamic in height and width."""
+    pytest.importorskip("tf2onnx", reason="extra 'onnx' not installed")
+    pytest.importorskip("onnxruntime", reason="extra 'onnx' not installed")
+    from keras_seg.export.verify import keras_predict
+    from keras_seg.export.verify import to_uint8
+
+    model = small_model("pspnet", num_classes=3)
+    path = keras_seg.export.onnx(model, tmp_path / "pspnet.onnx")
+    runner = keras_seg.export.OnnxModel(path)
+    for height, width in [(64, 64), (45, 71)]:
+        x = to_uint8(random_images(1, height, width, seed=height))
+        np.testing.assert_allclose(
+            runner.predict(x)["probabilities"], keras_predict(model, x)["probabilities"], atol=1e-4
+        )
