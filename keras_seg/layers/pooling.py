@@ -1,4 +1,5 @@
-"""Adaptive average pooling to a fixed grid of bins, for any (None) input size.
+"""Adaptive average pooling to a fixed grid of bins, for any (None) input size, and PSPNet's
+pyramid pooling module built on it.
 
 PyTorch's `adaptive_avg_pool2d(x, bins)` averages, for output row i of `bins`, input rows
 `floor(i * H / bins)` to `ceil((i + 1) * H / bins)` (exclusive), so neighbouring bins overlap
@@ -14,6 +15,13 @@ from __future__ import annotations
 
 import keras
 import tensorflow as tf
+from keras import layers
+
+from keras_seg.layers.blocks import conv_bn_act
+from keras_seg.layers.shape import ResizeToMatch
+
+# PSPNet's bin counts (Zhao et al., "Pyramid Scene Parsing Network", CVPR 2017, Sec. 3.2).
+PYRAMID_BINS = (1, 2, 3, 6)
 
 
 def _bounds(size, bins: int, i: int):
@@ -54,3 +62,18 @@ class AdaptiveAveragePooling2D(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "bins": self.bins}
+
+
+def pyramid_pooling(x, filters: int, bins: tuple[int, ...] = PYRAMID_BINS, name: str = "ppm"):
+    """PSPNet's pyramid pooling module: `x` concatenated with, per bin count b, adaptive
+    average pooling to b x b, 1x1 conv + BN + ReLU to `filters`, bilinear resize back.
+
+    Layer names: `{name}_pool{b}`, `{name}_b{b}_{conv,bn,relu}`, `{name}_b{b}_upsample`,
+    `{name}_concat`.
+    """
+    branches = [x]
+    for b in bins:
+        y = AdaptiveAveragePooling2D(b, name=f"{name}_pool{b}")(x)
+        y = conv_bn_act(y, filters, f"{name}_b{b}", kernel_size=1)
+        branches.append(ResizeToMatch(name=f"{name}_b{b}_upsample")([y, x]))
+    return layers.Concatenate(name=f"{name}_concat")(branches)

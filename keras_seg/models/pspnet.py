@@ -35,17 +35,17 @@ from keras import layers
 
 from keras_seg.backbones import build_backbone
 from keras_seg.backbones import get_backbone_spec
-from keras_seg.layers import AdaptiveAveragePooling2D
 from keras_seg.layers import CropToMatch
 from keras_seg.layers import Normalize
 from keras_seg.layers import PadToMultiple
 from keras_seg.layers import ResizeToMatch
 from keras_seg.layers import conv_bn_act
 from keras_seg.layers import logits_head
+from keras_seg.layers import pyramid_pooling
+from keras_seg.layers.pooling import PYRAMID_BINS
 from keras_seg.registry import register_model
 
 DEFAULT_BACKBONE = "resnet50_torchvision"
-PYRAMID_BINS = (1, 2, 3, 6)
 AUX_LOSS_WEIGHT = 0.4
 # mmsegmentation pspnet_r50-d8 (Cityscapes, aux head) learnable parameters, derived in the
 # module docstring; keras counts BatchNorm statistics too, so tests compare trainable ones.
@@ -57,20 +57,6 @@ _SMALL = {
     "head_filters": 16,
     "aux_filters": 8,
 }
-
-
-def pyramid_pooling(x, filters: int, bins: tuple[int, ...] = PYRAMID_BINS, name: str = "ppm"):
-    """The pyramid pooling module: `x` concatenated with one pooled branch per bin count.
-
-    Layer names: `{name}_pool{b}`, `{name}_b{b}_{conv,bn,relu}`, `{name}_b{b}_upsample`,
-    `{name}_concat`.
-    """
-    branches = [x]
-    for b in bins:
-        y = AdaptiveAveragePooling2D(b, name=f"{name}_pool{b}")(x)
-        y = conv_bn_act(y, filters, f"{name}_b{b}", kernel_size=1)
-        branches.append(ResizeToMatch(name=f"{name}_b{b}_upsample")([y, x]))
-    return layers.Concatenate(name=f"{name}_concat")(branches)
 
 
 @register_model(
@@ -128,6 +114,14 @@ def pspnet(
     bins = tuple(pyramid_bins)
     if not bins or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in bins):
         raise ValueError(f"pyramid_bins must be positive integers, got {pyramid_bins!r}")
+    if pyramid_filters is not None and (
+        isinstance(pyramid_filters, bool)
+        or not isinstance(pyramid_filters, int)
+        or pyramid_filters < 1
+    ):
+        raise ValueError(
+            f"pyramid_filters must be a positive integer or None, got {pyramid_filters!r}"
+        )
     for arg, value in [("head_filters", head_filters), ("aux_filters", aux_filters)]:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{arg} must be a positive integer, got {value!r}")

@@ -63,6 +63,7 @@ def test_aux_head_returns_both_logits_and_trains_with_weight_0_4():
         ({"output_stride": 32}, "output_stride must be 8 or 16, got 32"),
         ({"pyramid_bins": (1, 0)}, r"pyramid_bins must be positive integers, got \(1, 0\)"),
         ({"head_filters": 0}, "head_filters must be a positive integer, got 0"),
+        ({"pyramid_filters": 0}, "pyramid_filters must be a positive integer or None, got 0"),
     ],
 )
 def test_bad_options(kwargs, match):
