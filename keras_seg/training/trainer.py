@@ -32,6 +32,7 @@ import keras
 from keras_seg import inference
 from keras_seg import runs
 from keras_seg.config import Config
+from keras_seg.config import ConfigError
 from keras_seg.config import save_config
 from keras_seg.losses import build_loss
 from keras_seg.losses import count_labels
@@ -131,6 +132,12 @@ def train(
 
     with strategy.scope():
         model = runs.build_model(cfg, info.num_classes)
+        if isinstance(model.output, dict):  # e.g. pspnet's aux_head: a training-loop option
+            raise ConfigError(
+                f"{cfg.name}: model.options {cfg.model.options} give {cfg.model.name!r} "
+                f"{len(model.output)} outputs ({', '.join(model.output)}); keras-seg train "
+                "takes single-output models (train the others in your own loop)"
+            )
         model.compile(
             optimizer=build_optimizer(cfg.train),
             loss=build_loss(cfg.train.loss, class_weights, info.ignore_label),

@@ -128,3 +128,16 @@ def test_onnx_export_takes_any_size(tmp_path):
         np.testing.assert_allclose(
             runner.predict(x)["probabilities"], keras_predict(model, x)["probabilities"], atol=1e-4
         )
+
+
+def test_keras_seg_train_refuses_the_aux_head_in_one_line(tmp_path):
+    from keras_seg.config import ConfigError
+    from keras_seg.training import train
+    from tests.training.common import tiny_config
+
+    options = "{backbone_kwargs: {width: 8}, pyramid_filters: 8, aux_filters: 8, aux_head: true}"
+    _, cfg = tiny_config(
+        tmp_path, ["model.name=pspnet", "model.backbone=resnet18", f"model.options={options}"]
+    )
+    with pytest.raises(ConfigError, match=r"2 outputs \(logits, aux_logits\); keras-seg train"):
+        train(cfg, tmp_path / "run", verbose=0)
