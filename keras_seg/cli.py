@@ -142,7 +142,7 @@ def _add_convert(sub, common) -> None:
         description="Build a keras_seg model from a PyTorch checkpoint and save it as a .keras "
         "file for export, evaluate, predict and train. Whole-model checkpoints "
         "(segmentation_models.pytorch Unet / DeepLabV3 / DeepLabV3Plus) give the whole model; "
-        "ImageNet classifiers (torchvision / timm ResNet, VGG16, MobileNetV2) give the "
+        "ImageNet classifiers (torchvision / timm ResNet, VGG16, MobileNetV2, timm HRNet) give the "
         "backbone. Where the reference package is installed the converted model is compared "
         "with it and refused when its outputs differ by more than 1e-4 of their largest value.",
     )

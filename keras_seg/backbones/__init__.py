@@ -152,6 +152,7 @@ def build_backbone(
 
 def _import_backbones() -> None:
     # Importing each module runs its @register_backbone.
+    from keras_seg.backbones import hrnet  # noqa: F401
     from keras_seg.backbones import mit  # noqa: F401
     from keras_seg.backbones import mobilenet_v2  # noqa: F401
     from keras_seg.backbones import resnet  # noqa: F401

@@ -94,6 +94,9 @@ def bottleneck_block(x, filters: int, strides: int, name: str):
 
 
 _BLOCKS = {"basic": basic_block, "bottleneck": bottleneck_block}
+# "plain": one 7x7 stride-2 conv (torchvision); "deep": three 3x3 convs (timm's resnet50c,
+# mmsegmentation's ResNetV1c, the stem PSPNet and DeepLab's later ResNets use).
+STEMS = ("plain", "deep")
 
 
 def torchvision_resnet(
@@ -102,14 +105,26 @@ def torchvision_resnet(
     width: int,
     name: str,
     kind: str = "basic",
+    stem: str = "plain",
 ) -> keras.Model:
     """ResNet classifier body (no pooling/fc head) in the torchvision layout, with `kind`
-    ("basic" or "bottleneck") blocks."""
+    ("basic" or "bottleneck") blocks and a `stem` of `STEMS`."""
     if isinstance(width, bool) or not isinstance(width, int) or width < 1:
         raise ValueError(f"width must be a positive integer (64 = paper), got {width!r}")
+    if stem not in STEMS:
+        raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
     inputs = keras.Input(input_shape, name="images")
-    x = layers.ZeroPadding2D(3, name="conv1_pad")(inputs)
-    x = layers.Conv2D(width, 7, strides=2, use_bias=False, name="conv1_conv")(x)
+    if stem == "deep":
+        # timm's "c" stem (mmsegmentation's ResNetV1c): 3x3 convs width/2 (stride 2), width/2,
+        # width; the last one is conv1_conv, so the pyramid and key names stay.
+        x = inputs
+        for i, strides in ((1, 2), (2, 1)):
+            x = _conv3x3(x, width // 2, strides, f"conv1_{i}_conv")
+            x = layers.Activation("relu", name=f"conv1_{i}_relu")(_bn(x, f"conv1_{i}_bn"))
+        x = _conv3x3(x, width, 1, "conv1_conv")
+    else:
+        x = layers.ZeroPadding2D(3, name="conv1_pad")(inputs)
+        x = layers.Conv2D(width, 7, strides=2, use_bias=False, name="conv1_conv")(x)
     x = layers.Activation("relu", name="conv1_relu")(_bn(x, "conv1_bn"))
     # Zero padding before the max-pool equals torch's -inf padding: inputs are >= 0 after ReLU.
     x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
@@ -128,6 +143,7 @@ def build_resnet(
     output_stride: int = 32,
     width: int = 64,
     dilation_rule: str = "torchvision",
+    stem: str = "plain",
 ) -> keras.Model:
     """ResNet feature pyramid {"P1".."P5"}; see the module docstring.
 
@@ -141,6 +157,9 @@ def build_resnet(
             `width * (1, 2, 4, 8)` (times 4 for bottlenecks). resnet50/101 come from
             keras.applications and take 64 only.
         dilation_rule: how output stride 16/8 dilates, see `surgery.DILATION_RULES`.
+        stem: one of `STEMS` (torchvision layout only): "deep" is three 3x3 convolutions
+            (`width // 2`, `width // 2`, `width`), as timm's resnet50c / mmsegmentation's
+            ResNetV1c, whose checkpoints load.
 
     Returns:
         Functional `keras.Model` named `name` with dict outputs "P1".."P5".
@@ -152,11 +171,12 @@ def build_resnet(
                 f"Backbone {name!r} has no ImageNet weights in keras.applications; use "
                 f"weights=None, or a torchvision/timm checkpoint file, got {weights!r}"
             )
-        base = torchvision_resnet(input_shape, blocks, width, name, factory)
+        base = torchvision_resnet(input_shape, blocks, width, name, factory, stem)
     else:
-        if width != 64:
+        if width != 64 or stem != "plain":
             raise ValueError(
-                f"Backbone {name!r} (keras.applications) takes width=64, got {width!r}"
+                f"Backbone {name!r} (keras.applications) takes width=64 and stem='plain', got "
+                f"width={width!r}, stem={stem!r}"
             )
         base = keras_application(
             factory,
@@ -177,8 +197,9 @@ def _register(name: str) -> None:
         output_stride: int = 32,
         width: int = 64,
         dilation_rule: str = "torchvision",
+        stem: str = "plain",
     ) -> keras.Model:
-        return build_resnet(name, input_shape, weights, output_stride, width, dilation_rule)
+        return build_resnet(name, input_shape, weights, output_stride, width, dilation_rule, stem)
 
     builder.__name__ = builder.__qualname__ = name
     builder.__doc__ = f"{name} feature pyramid ({normalization} normalisation); see `build_resnet`."

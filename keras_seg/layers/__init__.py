@@ -6,6 +6,8 @@ from keras_seg.layers.blocks import conv_bn_act
 from keras_seg.layers.blocks import logits_head
 from keras_seg.layers.blocks import stride_safe
 from keras_seg.layers.initializers import BilinearUpsampling
+from keras_seg.layers.pooling import AdaptiveAveragePooling2D
+from keras_seg.layers.pooling import pyramid_pooling
 from keras_seg.layers.preprocessing import NORMALIZATIONS
 from keras_seg.layers.preprocessing import Normalize
 from keras_seg.layers.shape import CropToMatch
@@ -15,6 +17,7 @@ from keras_seg.layers.unpooling import MaxUnpooling2D
 
 __all__ = [
     "ASPP_RATES",
+    "AdaptiveAveragePooling2D",
     "BilinearUpsampling",
     "MaxUnpooling2D",
     "NORMALIZATIONS",
@@ -25,5 +28,6 @@ __all__ = [
     "aspp",
     "conv_bn_act",
     "logits_head",
+    "pyramid_pooling",
     "stride_safe",
 ]

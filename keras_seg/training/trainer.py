@@ -137,6 +137,12 @@ def train(
             variable_factors(cfg.train.lr_multipliers, [v.path for v in model.trainable_variables])
         except ValueError as e:
             raise ConfigError(f"{cfg.name}: {e}") from None
+        if isinstance(model.output, dict):  # e.g. pspnet's aux_head: a training-loop option
+            raise ConfigError(
+                f"{cfg.name}: model.options {cfg.model.options} give {cfg.model.name!r} "
+                f"{len(model.output)} outputs ({', '.join(model.output)}); keras-seg train "
+                "takes single-output models (train the others in your own loop)"
+            )
         model.compile(
             optimizer=build_optimizer(cfg.train),
             loss=build_loss(cfg.train.loss, class_weights, info.ignore_label),

@@ -6,7 +6,7 @@
 folder or an `hf://owner/repo` handle. Its keys say what it is (`formats.Layout`):
 
 - an ImageNet classifier of torchvision or timm (ResNet-18/34/50/101, VGG16(-BN),
-  MobileNetV2): the backbone's weights; the decoder starts random, as with "imagenet";
+  MobileNetV2, timm's HRNet): the backbone's weights; the decoder starts random, as with "imagenet";
 - a segmentation_models.pytorch Unet / DeepLabV3 / DeepLabV3Plus: the whole model; its
   architecture options (head kernel, decoder widths, ...) follow from the weights;
 - a Hugging Face transformers SegFormer (`nvidia/segformer-*`: the whole model) or MiT
@@ -26,6 +26,7 @@ from typing import Any
 
 import keras
 
+from keras_seg.weights import hrnet
 from keras_seg.weights import smp
 from keras_seg.weights import transformers
 from keras_seg.weights.assign import LoadReport
@@ -75,6 +76,8 @@ def recognise(checkpoint: Checkpoint, weights_format: str | None = None) -> Layo
         return smp.layout(checkpoint)
     if transformers.is_transformers(keys) and weights_format in (None, "transformers"):
         return transformers.layout(checkpoint)
+    if hrnet.is_hrnet(keys) and weights_format in (None, "timm"):
+        return hrnet.layout(checkpoint)
     return backbone_layout(keys, checkpoint.source, weights_format)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import keras
 
+from keras_seg.weights import hrnet
 from keras_seg.weights import mobilenet
 from keras_seg.weights import torchvision
 from keras_seg.weights import transformers
@@ -76,6 +77,7 @@ BACKBONE_MAPS: dict[str, Callable[[keras.Model, str, str], KeyMap]] = {
     "vgg16_torchvision": lambda m, p, f: torchvision.vgg_map(m, p),
     **mobilenet.BACKBONE_MAPS,
     **{f"mit_b{i}": transformers.mit_map for i in range(6)},
+    **dict.fromkeys(hrnet.BACKBONES, hrnet.key_map),
 }
 
 # keras_seg backbone -> the name torchvision, timm and SMP give the same network.
@@ -94,6 +96,8 @@ def reference_name(backbone: str, backbone_kwargs: dict[str, Any], library: str)
     name = REFERENCE_NAMES.get(backbone)
     if name is None:
         return None
+    if backbone_kwargs.get("stem") == "deep":
+        name += "c"  # timm's resnet50c / resnet101c (torchvision has no deep stem)
     if name == "vgg16" and backbone_kwargs.get("batch_norm"):
         name = "vgg16_bn"
     if name == "mobilenet_v2" and library == "timm":
@@ -106,6 +110,7 @@ def reference_name(backbone: str, backbone_kwargs: dict[str, Any], library: str)
 BACKBONE_HEADS: dict[str, tuple[str, ...]] = {
     mobilenet.BACKBONE: mobilenet.HEAD_PREFIXES,
     **{f"mit_b{i}": transformers.HEAD_PREFIXES for i in range(6)},
+    **dict.fromkeys(hrnet.BACKBONES, hrnet.HEAD_PREFIXES),
 }
 
 # A keras.applications backbone and the torch-layout one that its checkpoint needs.
@@ -144,12 +149,14 @@ def backbone_layout(keys: set[str], source: str, weights_format: str | None) -> 
         raise WeightsError(
             f"{source}: not a checkpoint keras_seg can read"
             f"{f' as {weights_format!r}' if weights_format else ''} (keys {sample}, ...); "
-            f"supported: torchvision/timm ResNet-18/34/50/101, VGG16(-BN), MobileNetV2, "
+            f"supported: torchvision/timm ResNet-18/34/50/101, VGG16(-BN), MobileNetV2, timm HRNet, "
             f"segmentation_models.pytorch Unet/DeepLabV3/DeepLabV3Plus on those and "
             f"transformers SegFormer / MiT"
         )
     fmt, backbone, kwargs = found
-    shared = weights_format is None and backbone.startswith(("resnet", "vgg"))
+    if kwargs.get("stem") == "deep":
+        fmt = "timm"  # only timm has the deep-stem ResNets
+    shared = fmt != "timm" and weights_format is None and backbone.startswith(("resnet", "vgg"))
     factory = reference_name(backbone, kwargs, fmt)
     return Layout(
         fmt,

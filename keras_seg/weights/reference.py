@@ -117,6 +117,9 @@ def pyramid(model, x) -> list:
 
     if hasattr(model, "encoder") and hasattr(model, "segmentation_head"):  # SMP: its encoder
         return model.encoder(x)[1:]
+    if hasattr(model, "transition1"):  # timm HRNet: stem conv1 (stride 2), stage 4's branches
+        y = model.act1(model.bn1(model.conv1(x)))
+        return [y, *model.stages(model.act2(model.bn2(model.conv2(y))))]
     if hasattr(model, "layer1"):  # ResNet (torchvision and timm name it alike)
         act = getattr(model, "act1", None) or model.relu
         y = act(model.bn1(model.conv1(x)))

@@ -33,9 +33,17 @@ RESNET_DEPTHS = {
 def resnet_map(layer_names: Iterable[str], prefix: str = "") -> KeyMap:
     """torchvision/timm ResNet keys for the layers of a keras_seg torchvision-layout ResNet."""
     key_map: KeyMap = {}
+    layer_names = list(layer_names)
+    # timm's deep stem: conv1 = Sequential(conv, bn, act, conv, bn, act, conv), then bn1.
+    deep = {"conv1_1_conv": 0, "conv1_1_bn": 1, "conv1_2_conv": 3, "conv1_2_bn": 4}
+    is_deep = "conv1_1_conv" in layer_names
     for name in layer_names:
+        if name in deep:
+            key_map[name] = f"{prefix}conv1.{deep[name]}"
+            continue
         if name in ("conv1_conv", "conv1_bn"):
-            key_map[name] = prefix + ("conv1" if name == "conv1_conv" else "bn1")
+            conv = "conv1.6" if is_deep else "conv1"
+            key_map[name] = prefix + (conv if name == "conv1_conv" else "bn1")
             continue
         match = _RESNET_LAYER.match(name)
         if not match:
@@ -77,7 +85,8 @@ def recognise_resnet(keys: set[str], prefix: str = "") -> tuple[str, dict] | Non
     pattern = re.compile(re.escape(prefix) + r"layer3\.(\d+)\.")
     blocks = len({m.group(1) for k in keys if (m := pattern.match(k))})
     name = RESNET_DEPTHS.get((kind, blocks))
-    return (name, {}) if name else None
+    kwargs = {"stem": "deep"} if f"{prefix}conv1.0.weight" in keys else {}
+    return (name, kwargs) if name else None
 
 
 def recognise_vgg16(keys: set[str], prefix: str = "") -> tuple[str, dict] | None:

@@ -287,3 +287,18 @@ def test_imagenet_fetch_failure_names_backbone_and_file(monkeypatch, name, kwarg
     assert f"backbone {name!r}" in message
     assert file in message
     assert "network unreachable" in message
+
+
+def test_deep_stem_is_three_3x3_convolutions_and_keeps_the_pyramid():
+    model = build_backbone("resnet18", width=8, stem="deep", output_stride=8)
+    kernels = [
+        model.get_layer(n).kernel_size for n in ("conv1_1_conv", "conv1_2_conv", "conv1_conv")
+    ]
+    assert kernels == [(3, 3)] * 3
+    assert [model.get_layer(n).filters for n in ("conv1_1_conv", "conv1_2_conv")] == [4, 4]
+    features = model(_x())
+    assert features["P1"].shape == (1, 32, 32, 8) and features["P5"].shape == (1, 8, 8, 64)
+    with pytest.raises(ValueError, match=r"stem must be one of \('plain', 'deep'\), got 'tall'"):
+        build_backbone("resnet18", width=8, stem="tall")
+    with pytest.raises(ValueError, match="takes width=64 and stem='plain'"):
+        build_backbone("resnet50", stem="deep")

@@ -12,7 +12,7 @@ normalisation, i.e. the mean pixel (DeepLab, as DeepLab's own preprocessing pads
 
 from __future__ import annotations
 
-# Two sizes per case: one a multiple of 32, one not.
+# Two sizes per case: one a multiple of 32, one not (a case may choose its own).
 SIZES = ((64, 64), (70, 90))
 # torchvision's ImageNet statistics in 0..255 pixel units ("torch" normalisation).
 MEAN = (123.675, 116.28, 103.53)
@@ -34,8 +34,10 @@ def _case(
     save="pth",
     drop=(),
     pad_normalised=False,
+    sizes=SIZES,
 ):
     CASES[name] = {
+        "sizes": [list(size) for size in sizes],
         "pad_normalised": pad_normalised,
         "library": library,
         "factory": factory,
@@ -200,5 +202,33 @@ _case(
     "logits",
     {"model": "segformer"},
     kwargs={"num_labels": 5},
+    save="safetensors",
+)
+
+# timm's HRNet (random weights; its classification head is dropped from the file, the loader
+# ignores it either way). timm adds its branches with nearest upsampling by a fixed factor, so
+# it runs only where every stride's size doubles to the next finer one: 62x94 (not a multiple
+# of 32) does, 70x90 does not.
+for _width in ("18_small", "18"):
+    _case(
+        f"timm_hrnet_w{_width}",
+        "timm",
+        f"hrnet_w{_width}",
+        "pyramid",
+        {"backbone": f"hrnetv2_w{_width}"},
+        drop=("incre_modules.", "downsamp_modules.", "final_layer.", "classifier."),
+        save="safetensors",
+        sizes=((64, 64), (62, 94)),
+    )
+
+# timm's ResNet-50-C: the deep 3x3 stem (mmsegmentation's ResNetV1c), backbone option
+# stem="deep".
+_case(
+    "timm_resnet50c",
+    "timm",
+    "resnet50c",
+    "pyramid",
+    {"backbone": "resnet50_torchvision"},
+    drop=("fc.",),
     save="safetensors",
 )

@@ -21,7 +21,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[2] / "keras_seg" / "weights"))
 from cases import CASES  # noqa: E402
 from cases import MEAN  # noqa: E402
-from cases import SIZES  # noqa: E402
 from cases import STD  # noqa: E402
 from reference import construct  # noqa: E402  (keras_seg/weights/reference.py)
 from reference import outputs  # noqa: E402
@@ -66,7 +65,7 @@ def run(name: str, out: Path) -> None:
     save(model, case, out / name)
     rng = np.random.default_rng(1)
     arrays = {}
-    for i, (h, w) in enumerate(SIZES):
+    for i, (h, w) in enumerate(case["sizes"]):
         x = rng.uniform(0, 255, (1, h, w, 3)).astype(np.float32)
         m = case["pad"]
         normalised = np.zeros((1, -(-h // m) * m, -(-w // m) * m, 3), np.float32)

@@ -22,7 +22,6 @@ import keras_seg
 from keras_seg.backbones import build_backbone
 from tests.weights.cases import CASES
 from tests.weights.cases import MEAN
-from tests.weights.cases import SIZES
 from tests.weights.cases import STD
 from tests.weights.cases import TOLERANCE
 
@@ -82,7 +81,7 @@ def test_outputs_equal_the_reference(references, name):
         model = keras_seg.build(case["keras"]["model"], num_classes=None, weights=source)
     expected = np.load(references / f"{name}.npz")
     worst = {}
-    for i, _ in enumerate(SIZES):
+    for i, _ in enumerate(case["sizes"]):
         x = expected[f"x{i}"]
         if case["compare"] == "logits":
             ours = {"logits": np.asarray(model(x))}
@@ -96,7 +95,7 @@ def test_outputs_equal_the_reference(references, name):
             worst[f"{level}@{x.shape[1]}x{x.shape[2]}"] = relative_difference(ours[level], theirs)
     levels = {key.split("_", 1)[1] for key in expected.files if key.startswith("y0_")}
     assert levels == set(ours), (levels, sorted(ours))  # every level the reference has
-    assert len(worst) == len(SIZES) * len(levels)
+    assert len(worst) == len(case["sizes"]) * len(levels)
     assert max(worst.values()) <= TOLERANCE, worst
     with open(references / "parity.json", "a") as f:
         f.write(json.dumps({"case": name, "max_relative": max(worst.values())}) + "\n")
