@@ -20,6 +20,7 @@ from keras_seg.console import import_tensorflow_quietly  # noqa: E402
 
 import_tensorflow_quietly()
 
+import keras_seg.backbones.mit  # noqa: E402,F401  (its attention and MLP layers, for loading)
 import keras_seg.layers  # noqa: E402,F401  (registers the custom layers for loading)
 import keras_seg.losses  # noqa: E402,F401  (and the losses and metrics of compiled models)
 import keras_seg.metrics  # noqa: E402,F401

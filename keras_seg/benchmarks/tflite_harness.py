@@ -137,7 +137,7 @@ def agreement(file: TFLiteFile, data: dict[str, np.ndarray]) -> dict[str, Any]:
     }
 
 
-def _interleaved(runs: list[tuple[TFLiteFile, np.ndarray]], repeats: int, warmup: int):
+def interleaved(runs: list[tuple[TFLiteFile, np.ndarray]], repeats: int, warmup: int):
     """Milliseconds per run: every (file, threads) once per round, the start rotating."""
     for file, x in runs:
         for _ in range(warmup):
@@ -183,7 +183,7 @@ def measure_files(entries: list[dict[str, Any]], workdir: Path, data: dict, args
         for threads, file in files.items():
             runs.append((file, x))
             slots.append((entry, threads))
-    times = _interleaved(runs, args.repeats, args.warmup)
+    times = interleaved(runs, args.repeats, args.warmup)
     for (entry, threads), values in zip(slots, times, strict=True):
         entry.setdefault("latency_ms", {})[str(threads)] = statistics.median(values)
         entry.setdefault("latency_spread_ms", {})[str(threads)] = {
