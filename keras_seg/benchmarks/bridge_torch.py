@@ -59,26 +59,24 @@ def build_model(job: dict, checkpoint: Path | None = None):
         return model.eval()
     if job["train_steps"]:
         return model
-    g = torch.Generator().manual_seed(job["seed"])
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.5, 0.5, generator=g)
-            module.running_var.uniform_(0.5, 1.5, generator=g)
-            module.weight.data.uniform_(0.5, 1.5, generator=g)
-            module.bias.data.uniform_(-0.5, 0.5, generator=g)
-    return model.eval()
+    return _by_path("weights/reference.py").randomize(model, job["seed"])
 
 
-def _synthetic():
-    """keras_seg's shape generator (numpy and OpenCV only), loaded by path: importing the
-    keras_seg package would load TensorFlow next to torchvision."""
+def _by_path(relative: str):
+    """A keras_seg module that needs neither TensorFlow nor the package (the shape generator,
+    the reference runner), loaded by path: importing keras_seg would load TensorFlow next to
+    torchvision."""
     import importlib.util
 
-    path = Path(__file__).resolve().parents[1] / "data" / "synthetic.py"
-    spec = importlib.util.spec_from_file_location("keras_seg_synthetic", path)
+    path = Path(__file__).resolve().parents[1] / relative
+    spec = importlib.util.spec_from_file_location(f"keras_seg_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _synthetic():
+    return _by_path("data/synthetic.py")
 
 
 def train(model, job: dict) -> None:

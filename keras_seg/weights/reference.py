@@ -30,6 +30,28 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 MISSING_PACKAGE = 3
 
 
+def randomize(model, seed: int = 0, all_biases: bool = False):
+    """Random BatchNorm statistics and affine weights, in eval mode (a parity check of a
+    freshly initialised model would otherwise see BatchNorm as the identity); with `all_biases` also random LayerNorm
+    weights and Linear / conv biases (transformers initialises those to 1 and 0)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5, generator=g)
+            module.running_var.uniform_(0.5, 1.5, generator=g)
+            module.weight.data.uniform_(0.5, 1.5, generator=g)
+            module.bias.data.uniform_(-0.5, 0.5, generator=g)
+        elif all_biases and isinstance(module, torch.nn.LayerNorm):
+            module.weight.data.uniform_(0.5, 1.5, generator=g)
+            module.bias.data.uniform_(-0.5, 0.5, generator=g)
+        elif all_biases and isinstance(module, torch.nn.Linear | torch.nn.Conv2d):
+            if module.bias is not None:
+                module.bias.data.uniform_(-0.1, 0.1, generator=g)
+    return model.eval()
+
+
 def construct(library: str, factory: str, kwargs: dict):
     if library == "torchvision":
         import torchvision.models

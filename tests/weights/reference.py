@@ -24,25 +24,7 @@ from cases import MEAN  # noqa: E402
 from cases import STD  # noqa: E402
 from reference import construct  # noqa: E402  (keras_seg/weights/reference.py)
 from reference import outputs  # noqa: E402
-
-
-def randomize(model: torch.nn.Module, seed: int = 0, all_biases: bool = False) -> torch.nn.Module:
-    """Random BatchNorm statistics and affine weights; with `all_biases` also random LayerNorm
-    weights and Linear / conv biases (transformers initialises those to 1 and 0)."""
-    g = torch.Generator().manual_seed(seed)
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.5, 0.5, generator=g)
-            module.running_var.uniform_(0.5, 1.5, generator=g)
-            module.weight.data.uniform_(0.5, 1.5, generator=g)
-            module.bias.data.uniform_(-0.5, 0.5, generator=g)
-        elif all_biases and isinstance(module, torch.nn.LayerNorm):
-            module.weight.data.uniform_(0.5, 1.5, generator=g)
-            module.bias.data.uniform_(-0.5, 0.5, generator=g)
-        elif all_biases and isinstance(module, torch.nn.Linear | torch.nn.Conv2d):
-            if module.bias is not None:
-                module.bias.data.uniform_(-0.1, 0.1, generator=g)
-    return model.eval()
+from reference import randomize  # noqa: E402
 
 
 def save(model, case: dict, path: Path) -> None:
