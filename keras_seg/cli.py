@@ -76,8 +76,8 @@ def _add_export(sub, common) -> None:
         help="export a .keras model or a run folder to SavedModel / TF Serving / TFLite / ONNX",
         description="Exports take raw RGB pixels (normalisation inside) and return class ids "
         "and probabilities. Each export is compared with the Keras model and refused when "
-        "fewer pixels agree than its kind requires (SavedModel, ONNX and TFLite fp32 99.9%%, "
-        "fp16 99%%, dynamic 98%%, int8 95%%).",
+        "fewer pixels agree than its kind requires (SavedModel, ONNX and TFLite fp32 99.9%, "
+        "fp16 99%, dynamic 98%, int8 95%).",
     )
     p.add_argument("--model", required=True, help="a .keras file or a training run folder")
     p.add_argument(

@@ -118,6 +118,9 @@ class TrainConfig:
             `{"^(decoder|logits)": 10.0}` trains SegFormer's head at 10x. A pattern that
             matches nothing is an error when training starts.
         loss: terms summed into the training loss.
+        aux_loss_weight: weight of each auxiliary output's loss, for models built with
+            deep supervision (pspnet `aux_head: true` returns `{"logits", "aux_logits"}`);
+            0.4 as in PSPNet. The saved and exported models keep the main output only.
         class_weights: per-class loss weights, "median_frequency" (computed from the training
             split, as in SegNet) or null.
         precision: "auto" (mixed_float16 on GPU, float32 otherwise), "float32",
@@ -143,6 +146,7 @@ class TrainConfig:
     decay_norm_and_bias: bool = False
     lr_multipliers: dict[str, float] = field(default_factory=dict)
     loss: list[LossTerm] = field(default_factory=lambda: [LossTerm()])
+    aux_loss_weight: float = 0.4
     class_weights: list[float] | Literal["median_frequency"] | None = None
     precision: Literal[PRECISIONS] = "auto"
     distribution: Literal[DISTRIBUTIONS] = "auto"
@@ -346,6 +350,7 @@ def _check_values(cfg: Config, source: _Origin) -> None:
         ("train.steps_per_epoch", c.train.steps_per_epoch, c.train.steps_per_epoch > 0),
         ("train.warmup_steps", c.train.warmup_steps, 0 <= c.train.warmup_steps < c.train.steps),
         ("train.checkpoint_every", c.train.checkpoint_every, c.train.checkpoint_every > 0),
+        ("train.aux_loss_weight", c.train.aux_loss_weight, c.train.aux_loss_weight >= 0),
         ("eval.overlap", c.eval.overlap, 0 <= c.eval.overlap < 1),
         ("eval.scales", c.eval.scales, bool(c.eval.scales) and min(c.eval.scales) > 0),
         ("eval.window", c.eval.window, c.eval.window is None or len(c.eval.window) == 2),

@@ -227,3 +227,11 @@ def test_save_and_load_round_trip(tmp_path):
     save_config(cfg, tmp_path / "resolved.yaml")
     assert load_config(tmp_path / "resolved.yaml") == cfg
     assert keras_seg.load_config is load_config
+
+
+def test_pspnet_zoo_configs_train_the_aux_head_at_the_papers_weight():
+    for path in ZOO_FILES:
+        cfg = load_config(path)
+        if cfg.model.name == "pspnet":
+            assert cfg.model.options.get("aux_head") is True, path.name
+            assert "aux_loss_weight" in path.read_text() and cfg.train.aux_loss_weight == 0.4

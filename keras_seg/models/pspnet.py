@@ -14,16 +14,16 @@ training: an FCN head on the conv4 features (P4: 3x3 conv 256 + BN + ReLU, dropo
 logits, upsampled), weighted 0.4 in the loss, and the model returns
 `{"logits", "aux_logits"}`; inference and export use the default single output.
 
-The stem is the plain 7x7 ResNet stem (ImageNet checkpoints of torchvision / timm load);
-the paper's Caffe model and mmsegmentation's "ResNetV1c" use a deep stem of three 3x3
-convolutions, not offered here.
+The stem is the plain 7x7 ResNet stem by default (ImageNet checkpoints of torchvision / timm
+load); `backbone_kwargs={"stem": "deep"}` gives the paper's Caffe model's and mmsegmentation's
+"ResNetV1c" stem of three 3x3 convolutions (timm's `resnet50c` weights).
 
 Parameters (learnable, as PyTorch counts them), mmsegmentation `pspnet_r50-d8` on
 Cityscapes (19 classes, ResNetV1c-50, PSPHead 512, FCNHead aux 1024 -> 256, no conv bias
 before BatchNorm): backbone 23,527,264 (torchvision's ResNet-50 without fc, 23,508,032, plus
 19,232 for the deep stem); PSP head 4 x 1,049,600 + 18,875,392 + 9,747 = 23,083,539; aux head
-2,359,808 + 4,883 = 2,364,691; 48,975,494 in all (`PAPER_PARAMS`). Ours, with the plain stem,
-has 48,956,262 (0.04% fewer); `count_params()` also counts BatchNorm statistics (49,015,014).
+2,359,808 + 4,883 = 2,364,691; 48,975,494 in all (`PAPER_PARAMS`). Ours with the deep stem has exactly
+that; with the plain stem, 48,956,262 (0.04% fewer); `count_params()` also counts BatchNorm statistics (49,015,014).
 """
 
 from __future__ import annotations
@@ -46,7 +46,6 @@ from keras_seg.layers.pooling import PYRAMID_BINS
 from keras_seg.registry import register_model
 
 DEFAULT_BACKBONE = "resnet50_torchvision"
-AUX_LOSS_WEIGHT = 0.4
 # mmsegmentation pspnet_r50-d8 (Cityscapes, aux head) learnable parameters, derived in the
 # module docstring; keras counts BatchNorm statistics too, so tests compare trainable ones.
 PAPER_PARAMS = 48_975_494
@@ -94,10 +93,11 @@ def pspnet(
             channels / len(pyramid_bins) (512 on ResNet-50).
         head_filters: channels of the 3x3 convolution after the concatenation (512).
         dropout: dropout before the logits (0.1).
-        aux_head: add the auxiliary FCN head on P4 for training (loss weight
-            `AUX_LOSS_WEIGHT` = 0.4); the model then returns `{"logits", "aux_logits"}`.
-            keras_seg's trainer takes single-output models only, so train with it in your
-            own loop or `compile(loss={...}, loss_weights={"logits": 1, "aux_logits": 0.4})`.
+        aux_head: add the auxiliary FCN head on P4 for training; the model then returns
+            `{"logits", "aux_logits"}`. `keras-seg train` weights the aux loss by
+            `train.aux_loss_weight` (0.4 as in the paper) and saves the model without the
+            head; in your own loop, `compile(loss={...}, loss_weights={"logits": 1,
+            "aux_logits": 0.4})`.
         aux_filters: channels of the auxiliary head's 3x3 convolution (256).
         backbone_kwargs: extra backbone options (`width` for resnet18/34, ...).
 

@@ -139,8 +139,15 @@ class KeepBest(keras.callbacks.Callback):
     overwrite a better model with a worse one.
     """
 
-    def __init__(self, filepath: str | os.PathLike, monitor: str = "val_mean_iou"):
+    def __init__(
+        self,
+        filepath: str | os.PathLike,
+        monitor: str = "val_mean_iou",
+        model: keras.Model | None = None,
+    ):
+        """`model`: what to save (default the model being trained), e.g. its main output."""
         super().__init__()
+        self.saved = model
         self.filepath = Path(filepath)
         self.monitor = monitor
         self.record = Path(f"{filepath}.json")
@@ -153,10 +160,38 @@ class KeepBest(keras.callbacks.Callback):
         if value is None or not math.isfinite(float(value)) or float(value) <= self.best:
             return
         self.best = float(value)
-        save_model_only(self.model, self.filepath)
+        save_model_only(self.saved or self.model, self.filepath)
         self.record.write_text(
             json.dumps({"monitor": self.monitor, "value": self.best, "epoch": epoch + 1})
         )
+
+
+class MainOutputLogs(keras.callbacks.Callback):
+    """Log a multi-output model's main-output metrics under their plain names.
+
+    Keras prefixes the metrics of an output named `logits` ("val_logits_mean_iou"); this
+    adds the same values as "val_mean_iou", so the best-model monitor, the history and
+    TensorBoard read the same for single- and multi-output models. Must come first in the
+    callback list (later callbacks see the same logs dict).
+    """
+
+    def __init__(self, output: str):
+        super().__init__()
+        self.prefix = f"{output}_"
+
+    def _rename(self, logs):
+        if not logs:
+            return
+        for key in list(logs):
+            for split in ("", "val_"):
+                if key.startswith(split + self.prefix) and not key.endswith("_loss"):
+                    logs.setdefault(split + key[len(split + self.prefix):], logs[key])
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._rename(logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._rename(logs)
 
 
 class HistoryLog(keras.callbacks.Callback):

@@ -48,6 +48,18 @@ from keras_seg.training.optimizers import variable_factors
 from keras_seg.training.schedules import build_optimizer
 
 MONITOR = "val_mean_iou"
+MAIN_OUTPUT = "logits"  # of models with several outputs; the others are auxiliary losses
+
+
+def _check_outputs(cfg: Config, model: keras.Model) -> list[str]:
+    """Output names of a multi-output model, which must include the main `logits`."""
+    heads = list(model.output)
+    if MAIN_OUTPUT not in heads:
+        raise ConfigError(
+            f"{cfg.name}: {cfg.model.name!r} with options {cfg.model.options} returns outputs "
+            f"{', '.join(heads)}; keras-seg train needs one of them named {MAIN_OUTPUT!r}"
+        )
+    return heads
 
 
 def resolve_class_weights(cfg: Config, info: runs.ClassInfo, data_dir) -> list[float] | None:
@@ -137,27 +149,34 @@ def train(
             variable_factors(cfg.train.lr_multipliers, [v.path for v in model.trainable_variables])
         except ValueError as e:
             raise ConfigError(f"{cfg.name}: {e}") from None
-        if isinstance(model.output, dict):  # e.g. pspnet's aux_head: a training-loop option
-            raise ConfigError(
-                f"{cfg.name}: model.options {cfg.model.options} give {cfg.model.name!r} "
-                f"{len(model.output)} outputs ({', '.join(model.output)}); keras-seg train "
-                "takes single-output models (train the others in your own loop)"
+        loss = build_loss(cfg.train.loss, class_weights, info.ignore_label)
+        mean_iou = MeanIoU(info.num_classes, ignore_class=info.ignore_label)
+        if isinstance(model.output, dict):  # deep supervision, e.g. pspnet's aux_head
+            heads = _check_outputs(cfg, model)
+            train_ds = train_ds.map(lambda x, y: (x, {k: y for k in heads}))
+            val_ds = val_ds.map(lambda x, y: (x, {k: y for k in heads}))
+            model.compile(
+                optimizer=build_optimizer(cfg.train),
+                loss={k: loss for k in heads},
+                loss_weights={k: 1.0 if k == MAIN_OUTPUT else cfg.train.aux_loss_weight for k in heads},
+                metrics={MAIN_OUTPUT: [mean_iou]},
             )
-        model.compile(
-            optimizer=build_optimizer(cfg.train),
-            loss=build_loss(cfg.train.loss, class_weights, info.ignore_label),
-            metrics=[MeanIoU(info.num_classes, ignore_class=info.ignore_label)],
-        )
+            # What is saved, evaluated and exported: the same layers without the aux heads.
+            saved = keras.Model(model.input, model.output[MAIN_OUTPUT], name=model.name)
+        else:
+            model.compile(optimizer=build_optimizer(cfg.train), loss=loss, metrics=[mean_iou])
+            saved = model
     backup = cb.ResumableBackup(out_dir / "backup", cfg.train.checkpoint_every)
     start = backup.restore(model, model_dir / "backup")  # every worker reads the chief's
     if start and verbose:
         print(f"Resuming from {model_dir / 'backup'} at step {start} of {cfg.train.steps}")
     history_log = cb.HistoryLog(out_dir / "history.json")
     callbacks = [
+        cb.MainOutputLogs(MAIN_OUTPUT),  # first: "logits_mean_iou" is "mean_iou" for the rest
         cb.StopOnNaN(backup),  # before the backup: a NaN batch must never be saved
         backup,
         cb.EpochExtras(),
-        cb.KeepBest(out_dir / "best.keras", monitor=MONITOR),
+        cb.KeepBest(out_dir / "best.keras", monitor=MONITOR, model=saved),
         history_log,
         keras.callbacks.TensorBoard(out_dir / "logs"),
     ]
@@ -196,14 +215,14 @@ def train(
         "train_seconds": train_seconds,
         "precision": policy,
         "replicas": strategy.num_replicas_in_sync,
-        "params": model.count_params(),
+        "params": saved.count_params(),
         "history": history_log.history(),
     }
     if chief:
-        cb.save_model_only(model, out_dir / "final.keras")
+        cb.save_model_only(saved, out_dir / "final.keras")
         best_record = out_dir / "best.keras.json"
         if not (out_dir / "best.keras").exists():  # no validation score was ever finite
-            cb.save_model_only(model, out_dir / "best.keras")
+            cb.save_model_only(saved, out_dir / "best.keras")
         if best_record.exists():
             result["best"] = json.loads(best_record.read_text())
         if final_eval:

@@ -93,3 +93,14 @@ def test_export_benchmark_smoke(tmp_path, capsys):
         assert "error" not in entry, entry
         assert set(entry["latency"]) == {"1", "2"} and entry["size_mib"] > 0
     assert "unet: keras" in capsys.readouterr().out
+
+
+def test_help_states_the_agreement_gates_that_verify_enforces(capsys):
+    from keras_seg.export.verify import THRESHOLDS
+
+    with pytest.raises(SystemExit):
+        cli.main(["export", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "%%" not in text
+    for kind, share in THRESHOLDS.items():
+        assert f"{share * 100:g}%" in text, (kind, share)
