@@ -185,7 +185,7 @@ class MainOutputLogs(keras.callbacks.Callback):
         for key in list(logs):
             for split in ("", "val_"):
                 if key.startswith(split + self.prefix) and not key.endswith("_loss"):
-                    logs.setdefault(split + key[len(split + self.prefix):], logs[key])
+                    logs.setdefault(split + key[len(split + self.prefix) :], logs[key])
 
     def on_train_batch_end(self, batch, logs=None):
         self._rename(logs)

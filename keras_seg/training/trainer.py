@@ -158,7 +158,9 @@ def train(
             model.compile(
                 optimizer=build_optimizer(cfg.train),
                 loss={k: loss for k in heads},
-                loss_weights={k: 1.0 if k == MAIN_OUTPUT else cfg.train.aux_loss_weight for k in heads},
+                loss_weights={
+                    k: 1.0 if k == MAIN_OUTPUT else cfg.train.aux_loss_weight for k in heads
+                },
                 metrics={MAIN_OUTPUT: [mean_iou]},
             )
             # What is saved, evaluated and exported: the same layers without the aux heads.

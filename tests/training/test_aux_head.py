@@ -83,6 +83,8 @@ def test_negative_aux_loss_weight_is_a_config_error(tmp_path):
     path.write_text(yaml.safe_dump(config))
     proc = _run(["train", "--config", str(path), "--model-dir", str(tmp_path / "run")])
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1].endswith(
-        "train.aux_loss_weight: value -1.0 is out of range"
+    assert (
+        proc.stderr.strip()
+        .splitlines()[-1]
+        .endswith("train.aux_loss_weight: value -1.0 is out of range")
     ), proc.stderr
