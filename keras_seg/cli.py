@@ -43,18 +43,20 @@ def _cmd_models(args) -> int:
 
     from keras_seg.registry import model_rows
 
+    rows = list(model_rows(args.num_classes, args.size if args.flops else None))
+    model_w = max(len("model"), *(len(r["model"]) for r in rows)) + 2
+    backbone_w = max(len("backbone"), *(len(r["backbone"]) for r in rows)) + 2
     header = (
-        f"{'model':<16}{'backbone':<14}{'params (M)':>12}{f'GFLOPs@{args.size}':>14}  description"
+        f"{'model':<{model_w}}{'backbone':<{backbone_w}}{'params (M)':>12}"
+        f"{f'GFLOPs@{args.size}':>14}  description"
     )
     print(header)
     print("-" * len(header))
-    rows = []
-    for row in model_rows(args.num_classes, args.size if args.flops else None):
-        rows.append(row)
+    for row in rows:
         flops = "-" if row["gflops"] is None else f"{row['gflops']:.1f}"
         print(
-            f"{row['model']:<16}{row['backbone']:<14}{row['params'] / 1e6:>12.2f}{flops:>14}"
-            f"  {row['description']}"
+            f"{row['model']:<{model_w}}{row['backbone']:<{backbone_w}}"
+            f"{row['params'] / 1e6:>12.2f}{flops:>14}  {row['description']}"
         )
     if args.json:
         with open(args.json, "w") as f:

@@ -266,3 +266,9 @@ def test_models_command_answers_in_seconds(tmp_path):
     assert all(r["params"] > 0 and r["gflops"] is None for r in rows)  # --flops counts them
     # It used to count GFLOPs by default (3.5 minutes); parameters alone take seconds.
     assert seconds < 90, f"keras-seg models took {seconds:.0f} s"
+    # The columns line up whatever the names' lengths (pspnet's backbone is the longest).
+    lines = done.stdout.splitlines()
+    start = lines[0].index("params (M)")
+    for row, line in zip(rows, lines[2:], strict=True):
+        assert line.index(row["backbone"]) == lines[0].index("backbone"), line
+        assert line[start : start + len("params (M)")].strip() == f"{row['params'] / 1e6:.2f}"

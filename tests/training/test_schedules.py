@@ -80,7 +80,8 @@ def test_optimizer_settings():
 
 def test_precision_and_single_device_strategy(monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
-    assert set_precision("auto") == "float32"  # no GPU here
+    # No GPU here; float32 even on native-bfloat16 CPUs (bench_results/precision.json).
+    assert set_precision("auto") == "float32"
     assert set_precision("mixed_bfloat16") == "mixed_bfloat16"
     assert keras.mixed_precision.dtype_policy().name == "mixed_bfloat16"
     assert build_strategy("auto").num_replicas_in_sync == 1
