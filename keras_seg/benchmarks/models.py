@@ -28,6 +28,8 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
+from datetime import datetime
+from datetime import timezone
 from pathlib import Path
 from typing import Any
 
@@ -250,7 +252,10 @@ def markdown_table(payload: dict[str, Any]) -> str:
     header += [f"infer img/s bs{b}" for b in sizes] + [f"infer GFLOP/s bs{sizes[-1]} (% peak)"]
     if train:
         header += [f"train img/s bs{train} @{s['train_size']}", "train GFLOP/s ~3x fwd (% peak)"]
-    header += ["peak RSS MiB (infer+train)"] + ([f"TFLite ms @{s['size']}"] if s["tflite"] else [])
+    header += ["peak RSS MiB infer"] + (["peak RSS MiB train (after infer)"] if train else [])
+    header += [f"TFLite ms @{s['size']}"] if s["tflite"] else []
+    dates = {row.get("date", payload["date"])[:10] for row in payload["results"]["models"]}
+    header += ["measured"] if len(dates) > 1 else []
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in payload["results"]["models"]:
         if "error" in row:
@@ -264,9 +269,12 @@ def markdown_table(payload: dict[str, Any]) -> str:
         cells += [_percent(achieved, "inference", sizes[-1])]
         if train:
             cells += [_fmt(row["training"]["images_per_s"]), _percent(achieved, "training")]
-        cells += [f"{row.get('peak_rss_training_mib', row['peak_rss_inference_mib']):.0f}"]
+        cells += [f"{row['peak_rss_inference_mib']:.0f}"]
+        cells += [f"{row['peak_rss_training_mib']:.0f}"] if train else []
         if s["tflite"]:
             cells += [_fmt(row["tflite"]["latency_ms"], 1)]
+        if len(dates) > 1:
+            cells += [row.get("date", payload["date"])[:10]]
         lines.append("| " + " | ".join(cells) + " |")
     versions = payload["versions"]
     lines.append("")
@@ -288,6 +296,25 @@ def update_readme(path: str | os.PathLike, table: str) -> None:
     head, rest = text.split(README_BEGIN, 1)
     tail = rest.split(README_END, 1)[1]
     Path(path).write_text(f"{head}{README_BEGIN}\n{table}{README_END}{tail}")
+
+
+def _earlier_rows(path: str, settings: dict[str, Any], measuring: set[str]) -> list[dict]:
+    """Rows of the report at `path` for models not in `measuring`, each with its date."""
+    if not Path(path).exists():
+        return []
+    earlier = json.loads(Path(path).read_text())
+    different = {
+        k: (earlier["settings"].get(k), v)
+        for k, v in settings.items()
+        if k not in ("isolate",) and earlier["settings"].get(k) != v
+    }
+    if different:
+        raise SystemExit(
+            f"--merge: {path} was measured with other settings "
+            + ", ".join(f"{k}={old!r} (now {new!r})" for k, (old, new) in different.items())
+        )
+    rows = [r for r in earlier["results"]["models"] if r["label"] not in measuring]
+    return [{**r, "date": r.get("date", earlier["date"])} for r in rows]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -324,6 +351,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--matmul-size", type=int, default=2048)
     p.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--output", default="bench_results/models.json", help="JSON report path")
+    p.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the rows of --output's earlier report for models not measured now (same "
+        "settings required); each row keeps its date",
+    )
     p.add_argument("--markdown", help="also write the Markdown table here")
     p.add_argument("--readme", help="replace the table between the benchmark markers of this file")
     p.add_argument("--worker", help=argparse.SUPPRESS)
@@ -356,16 +389,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             "flops",
         )
     }  # fmt: skip
+    kept = _earlier_rows(args.output, settings, {e["label"] for e in entries}) if args.merge else []
     rows = []
     for entry in entries:
         print(f"benchmarking {entry['label']} ...", file=sys.stderr, flush=True)
         row = _run_isolated(entry, settings) if args.isolate else measure_entry(entry, settings)
         print(json.dumps({k: v for k, v in row.items() if k != "kwargs"}), file=sys.stderr)
+        row["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         rows.append(row)
     peak = matmul_peak(args.matmul_size, max(args.repeats, 3))
     for row in rows:
         add_achieved(row, peak, args.precision)
-    results = {"matmul_peak": peak, "models": rows}
+    results = {"matmul_peak": peak, "models": kept + rows}
     payload = write_report(args.output, "models", settings, results)
     table = markdown_table(payload)
     print(table)

@@ -88,3 +88,21 @@ def test_entries_take_a_backbone_and_kwargs():
 def test_bad_sizes_are_refused():
     with pytest.raises(SystemExit, match="--size must be >= 1, got 0"):
         bench.main(["--size", "0"])
+
+
+def test_merge_keeps_earlier_rows_with_their_dates_and_refuses_other_settings(tmp_path):
+    out = tmp_path / "m.json"
+    argv = ["--no-isolate", "--no-tflite", "--no-flops", "--output", str(out), *TINY]
+    assert bench.main(["--models", "unet", "fcn32s", *argv]) == 0
+    first = json.loads(out.read_text())
+    earlier = {row["label"]: row for row in first["results"]["models"]}
+    assert bench.main(["--models", "fcn32s", "segnet", "--merge", *argv]) == 0
+    merged = json.loads(out.read_text())["results"]["models"]
+    assert [row["label"] for row in merged] == ["unet", "fcn32s", "segnet"]
+    assert merged[0]["inference"] == earlier["unet"]["inference"]  # kept as measured
+    assert merged[0]["date"] == earlier["unet"]["date"]
+    assert merged[1]["inference"] != earlier["fcn32s"]["inference"]  # measured again
+    table = bench.markdown_table(json.loads(out.read_text()))
+    assert "peak RSS MiB infer" in table and "peak RSS MiB train" in table
+    with pytest.raises(SystemExit, match=r"--merge: .* size=32 \(now 48\)"):
+        bench.main(["--models", "unet", "--merge", *argv, "--size", "48"])
