@@ -62,6 +62,32 @@ def _check_outputs(cfg: Config, model: keras.Model) -> list[str]:
     return heads
 
 
+def compile_for_training(
+    cfg: Config, model: keras.Model, info: runs.ClassInfo, class_weights: list[float] | None
+):
+    """Compile `model` with the config's optimizer and loss and the mIoU metric.
+
+    Returns `(saved, targets)`: the model to save, evaluate and export (a multi-output model
+    with deep supervision, e.g. pspnet's aux_head, saves its main output only: the same
+    layers without the aux heads), and a `(x, y) -> (x, targets)` map for its datasets (one
+    copy of the mask per output; None for single-output models).
+    """
+    loss = build_loss(cfg.train.loss, class_weights, info.ignore_label)
+    mean_iou = MeanIoU(info.num_classes, ignore_class=info.ignore_label)
+    if not isinstance(model.output, dict):
+        model.compile(optimizer=build_optimizer(cfg.train), loss=loss, metrics=[mean_iou])
+        return model, None
+    heads = _check_outputs(cfg, model)
+    model.compile(
+        optimizer=build_optimizer(cfg.train),
+        loss={k: loss for k in heads},
+        loss_weights={k: 1.0 if k == MAIN_OUTPUT else cfg.train.aux_loss_weight for k in heads},
+        metrics={MAIN_OUTPUT: [mean_iou]},
+    )
+    saved = keras.Model(model.input, model.output[MAIN_OUTPUT], name=model.name)
+    return saved, lambda x, y: (x, {k: y for k in heads})
+
+
 def resolve_class_weights(cfg: Config, info: runs.ClassInfo, data_dir) -> list[float] | None:
     """Config class weights; "median_frequency" counts the training split's labels."""
     weights = cfg.train.class_weights
@@ -149,25 +175,9 @@ def train(
             variable_factors(cfg.train.lr_multipliers, [v.path for v in model.trainable_variables])
         except ValueError as e:
             raise ConfigError(f"{cfg.name}: {e}") from None
-        loss = build_loss(cfg.train.loss, class_weights, info.ignore_label)
-        mean_iou = MeanIoU(info.num_classes, ignore_class=info.ignore_label)
-        if isinstance(model.output, dict):  # deep supervision, e.g. pspnet's aux_head
-            heads = _check_outputs(cfg, model)
-            train_ds = train_ds.map(lambda x, y: (x, {k: y for k in heads}))
-            val_ds = val_ds.map(lambda x, y: (x, {k: y for k in heads}))
-            model.compile(
-                optimizer=build_optimizer(cfg.train),
-                loss={k: loss for k in heads},
-                loss_weights={
-                    k: 1.0 if k == MAIN_OUTPUT else cfg.train.aux_loss_weight for k in heads
-                },
-                metrics={MAIN_OUTPUT: [mean_iou]},
-            )
-            # What is saved, evaluated and exported: the same layers without the aux heads.
-            saved = keras.Model(model.input, model.output[MAIN_OUTPUT], name=model.name)
-        else:
-            model.compile(optimizer=build_optimizer(cfg.train), loss=loss, metrics=[mean_iou])
-            saved = model
+        saved, targets = compile_for_training(cfg, model, info, class_weights)
+    if targets is not None:
+        train_ds, val_ds = train_ds.map(targets), val_ds.map(targets)
     backup = cb.ResumableBackup(out_dir / "backup", cfg.train.checkpoint_every)
     start = backup.restore(model, model_dir / "backup")  # every worker reads the chief's
     if start and verbose:
