@@ -41,12 +41,8 @@ import json
 import math
 import os
 import re
-import select
-import signal
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -55,6 +51,9 @@ from keras_seg.benchmarks import peers_report
 from keras_seg.benchmarks.common import numpy_batch
 from keras_seg.benchmarks.common import serve_worker
 from keras_seg.benchmarks.common import write_report
+from keras_seg.benchmarks.workers import Worker
+from keras_seg.benchmarks.workers import WorkerError
+from keras_seg.benchmarks.workers import wait_ready
 
 TORCH_WORKER = Path(__file__).resolve().with_name("peers_torch.py")
 # Which path of each library is the user's, which the inner one (both per phase).
@@ -115,10 +114,6 @@ ROWS: dict[str, dict[str, Any]] = {
 }
 PRECISIONS = ("float32", "bf16")
 CASE_PATTERN = re.compile(r"(infer|train)_bs([1-9][0-9]*)")
-
-
-class WorkerError(RuntimeError):
-    """A worker failed, exited or timed out; the message is one line."""
 
 
 # --- keras workers (keras_seg, keras-hub) ---------------------------------------------------
@@ -221,77 +216,6 @@ def keras_setup(job: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
 # --- the parent ---------------------------------------------------------------------------
 
 
-class Worker:
-    """A worker subprocess spoken to in JSON lines; its stderr goes to a log file."""
-
-    def __init__(self, name: str, command: list[str], env: dict[str, str], log: Path, timeout):
-        self.name, self.log, self.timeout = name, log, timeout
-        self._buffer = b""
-        with open(log, "wb") as stderr:
-            self.process = subprocess.Popen(
-                command,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                env=env,
-                start_new_session=True,  # its own process group: killed with its threads
-            )
-
-    def request(self, message: dict[str, Any] | None) -> dict[str, Any]:
-        """Send `message` (None: only read) and return the answer, or raise WorkerError."""
-        if message is not None:
-            try:
-                self.process.stdin.write((json.dumps(message) + "\n").encode())
-                self.process.stdin.flush()
-            except BrokenPipeError:
-                raise WorkerError(self._exit_text()) from None
-        deadline = time.monotonic() + self.timeout
-        stdout = self.process.stdout.fileno()
-        while b"\n" not in self._buffer:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([stdout], [], [], left)[0]:
-                self.kill()
-                raise WorkerError(f"{self.name} gave no answer within {self.timeout} s; killed")
-            chunk = os.read(stdout, 1 << 16)
-            if not chunk:
-                raise WorkerError(self._exit_text())
-            self._buffer += chunk
-        line, self._buffer = self._buffer.split(b"\n", 1)
-        answer = json.loads(line)
-        if "error" in answer:
-            raise WorkerError(f"{self.name} failed: {answer['error']}")
-        return answer
-
-    def _exit_text(self) -> str:
-        code = self.process.wait()
-        lines = [line for line in self.log.read_text(errors="replace").splitlines() if line.strip()]
-        last = f": {lines[-1].strip()[:300]}" if lines else ""
-        return f"{self.name} exited with code {code} before answering{last}"
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            try:
-                self.process.stdin.write(b'{"op": "quit"}\n')
-                self.process.stdin.close()
-                self.process.wait(timeout=30)
-            except (OSError, subprocess.TimeoutExpired):
-                self.kill()
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            with _quiet():
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-
-
-class _quiet:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, value, tb):
-        return kind is not None and issubclass(kind, ProcessLookupError)
-
-
 def parse_cases(names: Sequence[str], size: int, train_size: int) -> dict[str, dict[str, Any]]:
     """`infer_bsN` / `train_bsN` -> {name: {"phase", "batch", "size"}}."""
     cases = {}
@@ -377,26 +301,6 @@ def run_group(args, row: str, precision: str, phase: str, cases, libraries, tmp:
     return group
 
 
-def wait_ready(workers: dict[str, Worker], timeout: float) -> dict[str, dict[str, Any]]:
-    """Each worker's "ready" answer, taken as they come, so a failing one is heard at once."""
-    pending = {w.process.stdout.fileno(): name for name, w in workers.items()}
-    ready: dict[str, dict[str, Any]] = {}
-    deadline = time.monotonic() + timeout
-    while pending:
-        left = max(deadline - time.monotonic(), 0)
-        readable = select.select(list(pending), [], [], left)[0]
-        if not readable:
-            late = [workers[name] for name in pending.values()]
-            for worker in late:
-                worker.kill()
-            names = ", ".join(worker.name for worker in late)
-            raise WorkerError(f"not ready within {timeout} s, killed: {names}")
-        for fd in readable:
-            name = pending.pop(fd)
-            ready[name] = workers[name].request(None)
-    return {name: ready[name] for name in workers}
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="keras-seg benchmark peers", description=__doc__.splitlines()[0]
@@ -445,6 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="keras-seg-peers-") as tmp:
         try:
             for row in args.rows:
+                title = ROWS[row]["title"] + (" (--small: ResNet-18, thin)" if args.small else "")
                 libraries = ["keras_seg", "smp"]
                 if args.keras_hub_python and "keras_hub" in ROWS[row]:
                     libraries.append("keras_hub")
@@ -455,7 +360,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                             continue
                         print(f"{row} {precision} {phase} ...", file=sys.stderr, flush=True)
                         group = run_group(args, row, precision, phase, chosen, libraries, Path(tmp))
-                        groups.append({"row": row, "precision": precision, "phase": phase, **group})
+                        groups.append(
+                            {
+                                "row": row,
+                                "title": title,
+                                "precision": precision,
+                                "phase": phase,
+                                **group,
+                            }
+                        )
         except WorkerError as error:
             print(f"keras-seg benchmark peers: error: {error}", file=sys.stderr)
             return 1

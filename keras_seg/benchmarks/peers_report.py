@@ -49,6 +49,7 @@ def summarise(groups: list[dict], user_path: dict, inner_path: dict) -> dict[str
             cases.append(
                 {
                     "row": group["row"],
+                    "title": group["title"],
                     "precision": group["precision"],
                     "case": case,
                     "phase": phase,
@@ -117,7 +118,7 @@ def markdown(payload: dict[str, Any]) -> str:
         size = s["size"] if c["phase"] == "inference" else s["train_size"]
         peer_name = "" if c["best_peer"] == "smp" else f" ({c['best_peer']})"
         cells = [
-            c["row"],
+            c["title"],
             c["precision"],
             f"{c['case']} @{size}",
             f"{ours[c['user_path']]['median']:.3g}",

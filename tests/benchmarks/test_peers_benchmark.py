@@ -80,7 +80,7 @@ def test_samples_interleave_and_figures_follow_from_them(tmp_path):
 
     table = md.read_text()
     assert "keras-seg benchmark peers --small" in table.splitlines()[0]
-    body = [line for line in table.splitlines() if line.startswith("| unet")]
+    body = [line for line in table.splitlines() if line.startswith("| U-Net ResNet-34 (--small")]
     assert len(body) == 2 and "infer_bs1 @64" in body[0] and "train_bs2 @64" in body[1]
     assert table in readme.read_text()
 
@@ -132,6 +132,7 @@ def test_the_fastest_peer_is_the_reference():
 
     group = {
         "row": "r",
+        "title": "R",
         "precision": "bf16",
         "phase": "inference",
         "workers": {
