@@ -82,16 +82,12 @@ def markdown(payload: dict[str, Any]) -> str:
     """One table: rows x precisions x cases, with a header line (date, machine, command)."""
     s, m, v = payload["settings"], payload["machine"], payload["versions"]
     results = payload["results"]
-    workers = {
-        (g["row"], g["precision"], g["phase"]): g["workers"] for g in results.get("groups", [])
-    }
     memory = {(r["row"], r["precision"], r["phase"]): r for r in results["memory"]}
-    tf_threads = sorted({ws["keras_seg"]["tf_intra_op_threads"] for ws in workers.values()})
     lines = [
         f"{payload['date']}, {m.get('cpu_model')} ({m.get('cpu_count')} cores); TensorFlow "
         f"{v.get('tensorflow')}, Keras {v.get('keras')}, torch {v.get('torch')}, SMP "
         f"{v.get('segmentation-models-pytorch')}, timm {v.get('timm')}; {s['threads']} PyTorch "
-        f"threads, TF intra-op threads {s['tf_threads'] or 'default'} (reported: {tf_threads}); "
+        f"threads, TF intra-op threads {s['tf_threads'] or 'default (all cores)'}; "
         f"{s['num_classes']} classes, random weights; median of {s['rounds']} interleaved "
         f"rounds of {s['iters']} calls; `{s['command']}`",
         "",
