@@ -4,4 +4,4 @@
 each kind module parses its own options.
 """
 
-KINDS = ("data", "models", "export", "bridge", "tflite_compare", "precision", "pipeline")
+KINDS = ("data", "models", "export", "bridge", "tflite_compare", "peers", "precision", "pipeline")

@@ -1,12 +1,20 @@
-"""What every benchmark records: the machine, the versions, and medians of repeated timings."""
+"""What every benchmark records: the machine, the versions, and medians of repeated timings.
+
+Standard library only (numpy is imported inside `numpy_batch`): PyTorch workers load this file
+by path, without the keras_seg package and so without TensorFlow. `serve_worker` is the loop
+of the long-lived workers of `keras-seg benchmark peers`.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import platform
+import resource
 import statistics
+import sys
 import time
+import traceback
 from collections.abc import Callable
 from datetime import datetime
 from datetime import timezone
@@ -87,14 +95,21 @@ def time_median(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> dic
 
 
 def write_report(
-    path: str | os.PathLike, kind: str, settings: dict[str, Any], results: Any
+    path: str | os.PathLike,
+    kind: str,
+    settings: dict[str, Any],
+    results: Any,
+    extra_versions: dict[str, Any] | None = None,
 ) -> dict:
-    """Write a benchmark JSON with machine, versions, settings and results; returns the payload."""
+    """Write a benchmark JSON with machine, versions, settings and results; returns the payload.
+
+    `extra_versions` adds what other processes measured with (e.g. a PyTorch worker's torch).
+    """
     payload = {
         "benchmark": kind,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(),
-        "versions": versions(),
+        "versions": {**versions(), **(extra_versions or {})},
         "settings": settings,
         "results": results,
     }
@@ -102,3 +117,84 @@ def write_report(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2, default=str))
     return payload
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process so far, MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def numpy_batch(batch: int, size: int, num_classes: int, seed: int = 0):
+    """NHWC float32 pixels 0..255 and int64 labels with ~5% ignore pixels (255)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 255, (batch, size, size, 3)).astype("float32")
+    y = rng.integers(0, num_classes, (batch, size, size))
+    y[rng.random(y.shape) < 0.05] = 255
+    return x, y
+
+
+def one_line(error: BaseException) -> str:
+    """`Type: first line of the message`, at most 300 characters."""
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[0] if lines else ''}"[:300]
+
+
+# A call the worker can time: (function, images per call, calls per sample or None for --iters).
+Call = tuple[Callable[[], Any], int, "int | None"]
+
+
+def serve_worker(setup: Callable[[], tuple[dict[str, Any], dict[str, Call]]], warmup: int) -> int:
+    """Serve timing requests as JSON lines on stdin/stdout until `{"op": "quit"}`.
+
+    `setup()` builds the model and returns (info, calls); every call is then run `warmup`
+    times, the worker answers `{"ready": true, "info": ...}`, and each
+    `{"op": "measure", "key": K, "iters": N}` runs call K N times (or its own count) and
+    answers `{"key", "start" (time.time()), "elapsed_s", "calls", "images_per_s"}`;
+    `{"op": "rss"}` answers the peak RSS so far. An exception answers `{"error": one line}`
+    (the traceback goes to stderr) and ends the worker with exit code 1. Whatever the
+    libraries print goes to stderr: stdout carries only the answers.
+    """
+    answers = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+
+    def answer(message: dict[str, Any]) -> None:
+        answers.write(json.dumps(message) + "\n")
+        answers.flush()
+
+    try:
+        info, calls = setup()
+        for fn, _, _ in calls.values():
+            for _ in range(warmup):
+                fn()
+        answer({"ready": True, "info": info, "peak_rss_warm_mib": peak_rss_mib()})
+        for line in sys.stdin:
+            request = json.loads(line)
+            if request["op"] == "quit":
+                return 0
+            if request["op"] == "rss":
+                answer({"peak_rss_mib": peak_rss_mib()})
+                continue
+            fn, images, own_count = calls[request["key"]]
+            count = own_count or request["iters"]
+            start = time.time()
+            tick = time.perf_counter()
+            for _ in range(count):
+                fn()
+            elapsed = time.perf_counter() - tick
+            answer(
+                {
+                    "key": request["key"],
+                    "start": start,
+                    "elapsed_s": elapsed,
+                    "calls": count,
+                    "images_per_s": images * count / elapsed,
+                }
+            )
+        return 0
+    except BaseException as error:  # noqa: B036 (the parent must hear of any failure)
+        traceback.print_exc()
+        answer({"error": one_line(error)})
+        return 1

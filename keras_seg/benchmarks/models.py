@@ -79,8 +79,7 @@ def matmul_peak(size: int = 2048, repeats: int = 5) -> dict[str, float]:
 def measure_keras_model(model, settings: dict[str, Any]) -> dict[str, Any]:
     """Inference and training images/s (and peak RSS after each) of a Keras image model.
 
-    Used for keras_seg's models and, by tools/bench_peers.py, for keras-hub's, so both go
-    through the same code. `settings` needs size, batch_sizes, train_size,
+    Used for keras_seg's models. `settings` needs size, batch_sizes, train_size,
     train_batch_size, repeats, jit, num_classes.
     """
     import keras
@@ -288,14 +287,15 @@ def markdown_table(payload: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def update_readme(path: str | os.PathLike, table: str) -> None:
-    """Replace the text between the benchmark markers of `path` with `table`."""
+def update_readme(path: str | os.PathLike, table: str, marker: str = "models") -> None:
+    """Replace the text between the `<!-- benchmark:MARKER begin/end -->` lines of `path`."""
+    begin, end = f"<!-- benchmark:{marker} begin -->", f"<!-- benchmark:{marker} end -->"
     text = Path(path).read_text()
-    if README_BEGIN not in text or README_END not in text:
-        raise ValueError(f"{path} has no {README_BEGIN} ... {README_END} markers")
-    head, rest = text.split(README_BEGIN, 1)
-    tail = rest.split(README_END, 1)[1]
-    Path(path).write_text(f"{head}{README_BEGIN}\n{table}{README_END}{tail}")
+    if begin not in text or end not in text:
+        raise ValueError(f"{path} has no {begin} ... {end} markers")
+    head, rest = text.split(begin, 1)
+    tail = rest.split(end, 1)[1]
+    Path(path).write_text(f"{head}{begin}\n{table}{end}{tail}")
 
 
 def _earlier_rows(path: str, settings: dict[str, Any], measuring: set[str]) -> list[dict]:

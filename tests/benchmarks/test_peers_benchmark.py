@@ -1,0 +1,153 @@
+"""`keras-seg benchmark peers`: interleaved samples, the figures derived from them, and the one
+line a failing worker gives. The CLI runs as users run it, in a fresh interpreter."""
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from keras_seg.benchmarks import peers
+from keras_seg.benchmarks import peers_report
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = ["--small", "--rows", "unet_resnet34", "--precisions", "float32", "--size", "64"]
+TINY += ["--train-size", "64", "--rounds", "2", "--iters", "1", "--warmup", "1"]
+
+
+def _cli(*argv: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    command = [sys.executable, "-m", "keras_seg", "benchmark", "peers", *argv]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_samples_interleave_and_figures_follow_from_them(tmp_path):
+    out, md, readme = tmp_path / "peers.json", tmp_path / "peers.md", tmp_path / "README.md"
+    readme.write_text("# x\n<!-- benchmark:peers begin -->\nold\n<!-- benchmark:peers end -->\n")
+    done = _cli(*TINY, "--cases", "infer_bs1", "train_bs2", "--output", str(out),
+                "--markdown", str(md), "--readme", str(readme))  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    report = json.loads(out.read_text())
+    assert report["benchmark"] == "peers"
+    assert report["machine"]["cpu_count"] >= 1
+    for package in ("tensorflow", "keras", "torch", "segmentation-models-pytorch", "timm"):
+        assert report["versions"][package], package
+    assert report["settings"]["rounds"] == 2 and report["settings"]["small"] is True
+    results = report["results"]
+    assert [(g["phase"], g["precision"]) for g in results["groups"]] == [
+        ("inference", "float32"),
+        ("training", "float32"),
+    ]
+    for group in results["groups"]:
+        samples = group["samples"]
+        # One sample at a time, in the order asked: each ends before the next starts.
+        for before, after in zip(samples, samples[1:], strict=False):
+            assert before["start"] + before["elapsed_s"] <= after["start"] + 1e-3
+        user = peers.USER_PATH[group["phase"]]
+        pair = [s["library"] for s in samples if s["path"] in (user, "eager")]
+        assert pair == ["keras_seg", "smp", "keras_seg", "smp"]
+        assert {s["path"] for s in samples if s["library"] == "keras_seg"} == set(
+            peers._paths("keras_seg", group["phase"])
+        )
+        for worker in group["workers"].values():
+            assert worker["peak_rss_mib"] >= worker["rss_warm"] > 50
+            assert worker["params"] > 1e6
+        # The same network on both sides (trainable parameters: PyTorch's count).
+        assert group["workers"]["keras_seg"]["params"] == group["workers"]["smp"]["params"]
+        assert group["workers"]["smp"]["threads"] == report["settings"]["threads"]
+
+    assert [c["case"] for c in results["cases"]] == ["infer_bs1", "train_bs2"]
+    for case in results["cases"]:
+        ours, smp = case["impls"]["keras_seg"], case["impls"]["smp"]
+        for figures in [*ours.values(), *smp.values()]:
+            values = figures["images_per_s"]
+            assert len(values) == 2 and figures["median"] == statistics.median(values)
+            assert figures["spread"] == pytest.approx(
+                (max(values) - min(values)) / figures["median"]
+            )
+        assert case["best_peer"] == "smp"
+        peer = smp["eager"]["median"]
+        assert case["ratio"] == pytest.approx(ours[case["user_path"]]["median"] / peer)
+        assert case["ratio_inner"] == pytest.approx(ours["inner"]["median"] / peer)
+    for memory in results["memory"]:
+        rss = memory["peak_rss_mib"]
+        assert memory["ratio"] == pytest.approx(rss["keras_seg"] / rss["smp"])
+
+    table = md.read_text()
+    assert "keras-seg benchmark peers --small" in table.splitlines()[0]
+    body = [line for line in table.splitlines() if line.startswith("| U-Net ResNet-34 (--small")]
+    assert len(body) == 2 and "infer_bs1 @64" in body[0] and "train_bs2 @64" in body[1]
+    assert table in readme.read_text()
+
+
+def _fake_python(tmp_path: Path, body: str) -> str:
+    path = tmp_path / "python"
+    path.write_text(f"#!/bin/sh\n{body}\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_a_crashing_worker_gives_one_line_and_a_nonzero_exit(tmp_path):
+    python = _fake_python(
+        tmp_path, "echo \"ModuleNotFoundError: No module named 'torch'\" >&2\nexit 3"
+    )
+    done = _cli(*TINY, "--cases", "infer_bs1", "--torch-python", python, timeout=120)
+    assert done.returncode == 1
+    lines = [line for line in done.stderr.splitlines() if "error:" in line]
+    assert lines == [
+        "keras-seg benchmark peers: error: smp worker (unet_resnet34, float32, inference) "
+        "exited with code 3 before answering: ModuleNotFoundError: No module named 'torch'"
+    ]
+
+
+def test_a_silent_worker_is_killed_after_the_timeout(tmp_path):
+    python = _fake_python(tmp_path, "exec sleep 600")
+    done = _cli(
+        *TINY, "--cases", "infer_bs1", "--torch-python", python, "--timeout", "3", timeout=120
+    )
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("keras-seg benchmark peers: error: not ready within 3.0 s, killed: ")
+    assert "smp worker (unet_resnet34, float32, inference)" in last
+
+
+def test_cases_are_parsed_and_checked():
+    cases = peers.parse_cases(["infer_bs4", "train_bs2"], size=512, train_size=256)
+    assert cases == {
+        "infer_bs4": {"phase": "inference", "batch": 4, "size": 512},
+        "train_bs2": {"phase": "training", "batch": 2, "size": 256},
+    }
+    with pytest.raises(SystemExit, match="infer_bsN or train_bsN.*'infer4'"):
+        peers.parse_cases(["infer4"], 64, 64)
+
+
+def test_the_fastest_peer_is_the_reference():
+    def sample(library, path, value):
+        return {"library": library, "path": path, "case": "infer_bs1", "images_per_s": value}
+
+    group = {
+        "row": "r",
+        "title": "R",
+        "precision": "bf16",
+        "phase": "inference",
+        "workers": {
+            lib: {"peak_rss_mib": rss}
+            for lib, rss in [("keras_seg", 300), ("smp", 200), ("keras_hub", 400)]
+        },
+        "samples": [
+            sample("keras_seg", "predict_on_batch", 6.0),
+            sample("keras_seg", "inner", 8.0),
+            sample("smp", "eager", 3.0),
+            sample("keras_hub", "predict_on_batch", 4.0),
+            sample("keras_hub", "inner", 99.0),  # not keras-hub's user path: not its figure
+        ],
+    }
+    (case,) = peers_report.summarise([group], peers.USER_PATH, peers.INNER_PATH)["cases"]
+    assert case["best_peer"] == "keras_hub"
+    assert case["ratio"] == 1.5 and case["ratio_inner"] == 2.0
+    assert case["ratio_by_peer"] == {"smp": 2.0, "keras_hub": 1.5}
