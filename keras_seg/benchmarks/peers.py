@@ -60,6 +60,13 @@ TORCH_WORKER = Path(__file__).resolve().with_name("peers_torch.py")
 USER_PATH = {"inference": "predict_on_batch", "training": "train_on_batch"}
 INNER_PATH = {"inference": "inner", "training": "inner"}
 
+SMP_DEEPLAB = {
+    "separable": True,
+    "aspp_post_conv": True,
+    "align_corners": True,
+    "decoder_convs": 1,
+    "backbone_kwargs": {"dilation_rule": "smp"},
+}
 # The rows: one architecture, built by each library. `small` holds the smoke-run variants.
 ROWS: dict[str, dict[str, Any]] = {
     "unet_resnet34": {
@@ -80,10 +87,12 @@ ROWS: dict[str, dict[str, Any]] = {
     },
     "deeplabv3plus_resnet50": {
         "title": "DeepLabV3+ ResNet-50 OS16",
+        # SMP's network exactly (26,682,725 trainable parameters on both sides): the options
+        # keras_seg.weights.smp reads off SMP's DeepLabV3Plus checkpoints.
         "keras_seg": {
             "model": "deeplabv3plus",
-            "backbone": "resnet50",
-            "kwargs": {"output_stride": 16, "separable": True},
+            "backbone": "resnet50_torchvision",
+            "kwargs": {"output_stride": 16, **SMP_DEEPLAB},
         },
         "smp": {
             "class": "DeepLabV3Plus",
@@ -96,7 +105,7 @@ ROWS: dict[str, dict[str, Any]] = {
                 "backbone": "resnet18",
                 "kwargs": {
                     "output_stride": 16,
-                    "separable": True,
+                    **SMP_DEEPLAB,
                     "aspp_filters": 32,
                     "decoder_filters": 32,
                 },
