@@ -145,9 +145,10 @@ def run(job: dict) -> dict:
         loss.backward()
         optimizer.step()
         schedule.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         if step % job["eval_every"] == 0 or step == job["steps"]:
             curve.append({"step": step, **evaluate(model, val_x, val_y, job["num_classes"])})
+            print(f"step {step}: loss {losses[-1]:.4f}, val {curve[-1]}", flush=True)
     train_s = time.perf_counter() - t0
     return {
         "curve": curve,
