@@ -218,7 +218,9 @@ def _add_benchmark(sub, common) -> None:
 def _cmd_benchmark(args) -> int:
     import importlib
 
-    module = importlib.import_module(f"keras_seg.benchmarks.{args.kind}")
+    from keras_seg.benchmarks import MODULES
+
+    module = importlib.import_module(f"keras_seg.benchmarks.{MODULES.get(args.kind, args.kind)}")
     return int(module.main(args.options) or 0)
 
 

@@ -76,6 +76,9 @@ class DataConfig:
             `image_dir`, `mask_dir`, `label_map`, `num_classes`).
         crop_size: training crop `[height, width]`.
         augment: keyword arguments of `keras_seg.data.pipeline` (scale range, flips...).
+        cache: keep the decoded images (training and validation splits) in memory after the
+            first epoch, so files are read and decoded once; random crops and flips still
+            change every epoch. For data sets that fit in memory (decoded, uint8).
     """
 
     name: str
@@ -85,6 +88,7 @@ class DataConfig:
     options: dict[str, Any] = field(default_factory=dict)
     crop_size: list[int] = field(default_factory=lambda: [512, 512])
     augment: dict[str, Any] = field(default_factory=dict)
+    cache: bool = False
 
 
 @dataclass

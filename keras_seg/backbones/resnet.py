@@ -27,6 +27,9 @@ from keras import layers
 from keras_seg.backbones import register_backbone
 from keras_seg.backbones.surgery import keras_application
 from keras_seg.backbones.surgery import pyramid_model
+from keras_seg.layers import BN_EPSILON
+from keras_seg.layers import BN_MOMENTUM
+from keras_seg.layers import torch_conv_fan_out
 
 # name -> (blocks per stage conv2..conv5, "basic" / "bottleneck" in the torchvision layout, or
 # the keras.applications factory)
@@ -50,24 +53,35 @@ def feature_layers(blocks: tuple[int, ...]) -> dict[str, str]:
 
 def _bn(x, name: str):
     # torchvision BatchNorm2d defaults: eps 1e-5, momentum 0.1 (Keras counts the other way).
-    return layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=name)(x)
+    return layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)(x)
+
+
+def _conv(filters: int, kernel_size: int, name: str, **kwargs) -> layers.Conv2D:
+    """Bias-free convolution initialised as torchvision's ResNet (`kaiming_normal_`, fan_out,
+    ReLU; BatchNorm gamma 1, beta 0 are Keras' defaults too)."""
+    return layers.Conv2D(
+        filters,
+        kernel_size,
+        use_bias=False,
+        kernel_initializer=torch_conv_fan_out(),
+        name=name,
+        **kwargs,
+    )
 
 
 def _conv3x3(x, filters: int, strides: int, name: str):
     if strides == 1:
-        return layers.Conv2D(filters, 3, padding="same", use_bias=False, name=name)(x)
+        return _conv(filters, 3, name, padding="same")(x)
     # torchvision pads 1 on every side; TF "same" would pad bottom/right only.
     x = layers.ZeroPadding2D(1, name=f"{name[: -len('_conv')]}_pad")(x)
-    return layers.Conv2D(filters, 3, strides=strides, use_bias=False, name=name)(x)
+    return _conv(filters, 3, name, strides=strides)(x)
 
 
 def basic_block(x, filters: int, strides: int, name: str):
     """torchvision `BasicBlock`: two 3x3 convs, projection shortcut when the shape changes."""
     shortcut = x
     if strides != 1 or x.shape[-1] != filters:
-        shortcut = layers.Conv2D(
-            filters, 1, strides=strides, use_bias=False, name=f"{name}_0_conv"
-        )(x)
+        shortcut = _conv(filters, 1, f"{name}_0_conv", strides=strides)(x)
         shortcut = _bn(shortcut, f"{name}_0_bn")
     x = _conv3x3(x, filters, strides, f"{name}_1_conv")
     x = layers.Activation("relu", name=f"{name}_1_relu")(_bn(x, f"{name}_1_bn"))
@@ -80,15 +94,13 @@ def bottleneck_block(x, filters: int, strides: int, name: str):
     """torchvision `Bottleneck` (v1.5): 1x1 -> 3x3 (strided) -> 1x1 to 4 * filters."""
     shortcut = x
     if strides != 1 or x.shape[-1] != 4 * filters:
-        shortcut = layers.Conv2D(
-            4 * filters, 1, strides=strides, use_bias=False, name=f"{name}_0_conv"
-        )(x)
+        shortcut = _conv(4 * filters, 1, f"{name}_0_conv", strides=strides)(x)
         shortcut = _bn(shortcut, f"{name}_0_bn")
-    x = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_1_conv")(x)
+    x = _conv(filters, 1, f"{name}_1_conv")(x)
     x = layers.Activation("relu", name=f"{name}_1_relu")(_bn(x, f"{name}_1_bn"))
     x = _conv3x3(x, filters, strides, f"{name}_2_conv")
     x = layers.Activation("relu", name=f"{name}_2_relu")(_bn(x, f"{name}_2_bn"))
-    x = layers.Conv2D(4 * filters, 1, use_bias=False, name=f"{name}_3_conv")(x)
+    x = _conv(4 * filters, 1, f"{name}_3_conv")(x)
     x = layers.Add(name=f"{name}_add")([shortcut, _bn(x, f"{name}_3_bn")])
     return layers.Activation("relu", name=f"{name}_out")(x)
 
@@ -124,7 +136,7 @@ def torchvision_resnet(
         x = _conv3x3(x, width, 1, "conv1_conv")
     else:
         x = layers.ZeroPadding2D(3, name="conv1_pad")(inputs)
-        x = layers.Conv2D(width, 7, strides=2, use_bias=False, name="conv1_conv")(x)
+        x = _conv(width, 7, "conv1_conv", strides=2)(x)
     x = layers.Activation("relu", name="conv1_relu")(_bn(x, "conv1_bn"))
     # Zero padding before the max-pool equals torch's -inf padding: inputs are >= 0 after ReLU.
     x = layers.ZeroPadding2D(1, name="pool1_pad")(x)

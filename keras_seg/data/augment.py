@@ -3,8 +3,9 @@
 Training geometry works backwards from the crop: the random scale and crop offset pick the
 source region that lands in the crop, and only that region is resized (bilinear for the
 image, nearest-neighbour index gathers for the mask), so the cost is O(crop), not
-O(scaled image). The flip reverses the region's column order; padding (image: the mean
-colour, mask: 255) goes on the bottom and on the right (left when flipped). Image and mask
+O(scaled image). The flip reverses the region's column order (the vertical flip, `vflip`,
+its row order); padding (image: the mean colour, mask: 255) goes on the bottom and on the
+right (top / left when flipped). Image and mask
 use the same region, output size and flip, so they stay aligned. Photometric jitter is one
 3x3 colour matrix applied to the region before resizing (so padding keeps the mean colour).
 There is no `tf.cond`, and all randomness is `tf.random.stateless_*` from one seed per
@@ -67,6 +68,7 @@ def train_augment(
     flip: bool = True,
     jitter: bool | dict = True,
     mean: Sequence[float] = IMAGENET_MEAN,
+    vflip: bool = False,
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """Random scale, pad (image: `mean`, mask: 255) to at least `crop_size`, random crop,
     horizontal flip (all identical on image and mask) and photometric jitter (image only;
@@ -79,6 +81,7 @@ def train_augment(
         seed: int32/int64 `[2]` stateless seed.
         scale_range: `(low, high)` of the uniform random scale factor.
         flip: random horizontal flip with probability 0.5.
+        vflip: random vertical flip with probability 0.5 (e.g. microscopy, aerial images).
         jitter: photometric jitter (`True` for `JITTER`, a dict to override magnitudes).
         mean: padding colour of the image (RGB 0..255).
 
@@ -94,12 +97,20 @@ def train_augment(
     flipped = tf.constant(False)
     if flip:
         flipped = _uniform(seeds[3]) < 0.5
+    vflipped = tf.constant(False)
+    if vflip:  # its own draw, folded from the flip's seed: the other draws stay as they were
+        vflipped = _uniform(tf.random.experimental.stateless_fold_in(seeds[3], 1)) < 0.5
     mean_t = tf.constant(mean, tf.float32)
 
     # Image: the (possibly mirrored) source region, jittered, resized, padded.
     columns = x0 + tf.range(xlen)
     columns = tf.where(flipped, tf.reverse(columns, [0]), columns)
-    region = tf.gather(image[y0 : y0 + ylen], columns, axis=1)
+    if vflip:
+        rows = y0 + tf.range(ylen)
+        region = tf.gather(image, tf.where(vflipped, tf.reverse(rows, [0]), rows))
+    else:
+        region = image[y0 : y0 + ylen]
+    region = tf.gather(region, columns, axis=1)
     region = tf.cast(region, tf.float32)
     # Resizing and padding mean-centred pixels makes the padding exactly `mean`; the
     # centring is folded into the jitter's offset, and clipping (which leaves the padding
@@ -112,13 +123,19 @@ def train_augment(
         region = region - mean_t
     resized = tf.image.resize(region, tf.stack([yout, xout]))
     pad_x = cw - xout
-    paddings = [[0, ch - yout], [tf.where(flipped, pad_x, 0), tf.where(flipped, 0, pad_x)], [0, 0]]
+    pad_y = ch - yout
+    paddings = [
+        [tf.where(vflipped, pad_y, 0), tf.where(vflipped, 0, pad_y)],
+        [tf.where(flipped, pad_x, 0), tf.where(flipped, 0, pad_x)],
+        [0, 0],
+    ]
     image = tf.pad(resized, paddings) + mean_t
     if jitter:
         image = tf.clip_by_value(image, 0.0, 255.0)
 
     # Mask: the same region by nearest-neighbour index gathers; index h / w is a 255 line.
     rows = _nearest(y0, ylen, yout, ch, h)
+    rows = tf.where(vflipped, tf.reverse(rows, [0]), rows)
     cols = _nearest(x0, xlen, xout, cw, w)
     cols = tf.where(flipped, tf.reverse(cols, [0]), cols)
     # float32: integer transposes fall back from oneDNN with an error-level log line.

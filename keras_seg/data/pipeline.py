@@ -31,6 +31,7 @@ def pipeline(
     flip: bool = True,
     jitter: bool | dict = True,
     mean: Sequence[float] = IMAGENET_MEAN,
+    vflip: bool = False,
     shuffle: bool | None = None,
     shuffle_buffer: int = 256,
     cache: bool | str = False,
@@ -41,7 +42,8 @@ def pipeline(
     """Batches `(float32 [B, h, w, 3] in 0..255, int32 [B, h, w])` for training or evaluation.
 
     Training: random scale (`scale_range`), padding (image: `mean`, mask: 255) up to
-    `crop_size`, random crop, horizontal flip (identical on image and mask), photometric
+    `crop_size`, random crop, horizontal (and with `vflip`, vertical) flip (identical on
+    image and mask), photometric
     jitter (image only). Evaluation: no randomness; with `crop_size`, images larger than
     it are shrunk to fit (aspect kept) and all are padded to it; without, batches hold
     original sizes (with `batch_size > 1`, padded to the largest: mask 255, image grey).
@@ -56,10 +58,13 @@ def pipeline(
         num_classes: when given, masks are checked to hold only `0..num_classes-1` and 255
             (`tf.errors.InvalidArgumentError` otherwise, which
             `keras_seg.data.data_error_from` turns into a one-line `DataError`).
-        scale_range, flip, jitter, mean: augmentation settings (see `augment.train_augment`).
+        scale_range, flip, jitter, mean, vflip: augmentation settings (see
+            `augment.train_augment`).
         shuffle: shuffle decoded samples in a buffer (default: `training`).
         shuffle_buffer: shuffle buffer size in samples (memory: decoded images).
-        cache: cache decoded samples in memory (`True`) or in files with this path prefix.
+        cache: cache decoded samples in memory (`True`) or in files with this path prefix,
+            before shuffling and augmentation: files are read and decoded once, and every
+            epoch still gets new random crops.
         repeat: repeat forever.
         drop_remainder: drop the last partial batch (default: `training`).
         threads: size of a private tf.data thread pool (default: TF's shared pool).
@@ -95,7 +100,7 @@ def pipeline(
         image, mask = element
         sample_seed = tf.stack([tf.constant(seed, tf.int64), index])
         image, mask = train_augment(
-            image, mask, crop_size, sample_seed, scale_range, flip, jitter, mean
+            image, mask, crop_size, sample_seed, scale_range, flip, jitter, mean, vflip
         )
         return image, _check(mask, num_classes)
 

@@ -2,10 +2,14 @@
 
 from keras_seg.layers.aspp import ASPP_RATES
 from keras_seg.layers.aspp import aspp
+from keras_seg.layers.blocks import BN_EPSILON
+from keras_seg.layers.blocks import BN_MOMENTUM
 from keras_seg.layers.blocks import conv_bn_act
 from keras_seg.layers.blocks import logits_head
 from keras_seg.layers.blocks import stride_safe
 from keras_seg.layers.initializers import BilinearUpsampling
+from keras_seg.layers.initializers import torch_conv_fan_in
+from keras_seg.layers.initializers import torch_conv_fan_out
 from keras_seg.layers.pooling import AdaptiveAveragePooling2D
 from keras_seg.layers.pooling import pyramid_pooling
 from keras_seg.layers.preprocessing import NORMALIZATIONS
@@ -17,6 +21,8 @@ from keras_seg.layers.unpooling import MaxUnpooling2D
 
 __all__ = [
     "ASPP_RATES",
+    "BN_EPSILON",
+    "BN_MOMENTUM",
     "AdaptiveAveragePooling2D",
     "BilinearUpsampling",
     "MaxUnpooling2D",
@@ -30,4 +36,6 @@ __all__ = [
     "logits_head",
     "pyramid_pooling",
     "stride_safe",
+    "torch_conv_fan_in",
+    "torch_conv_fan_out",
 ]

@@ -7,8 +7,19 @@ from collections.abc import Callable
 import keras
 from keras import layers
 
+from keras_seg.layers.initializers import torch_conv_fan_in
 from keras_seg.layers.shape import CropToMatch
 from keras_seg.layers.shape import PadToMultiple
+
+#: BatchNorm of our decoders as PyTorch's `BatchNorm2d` (eps 1e-5, momentum 0.1, which is
+#: Keras' momentum 0.9: Keras weighs the old moving statistics, PyTorch the new batch). Every
+#: decoder here ports a PyTorch one (SMP, mmsegmentation, torchvision), and so do the
+#: torchvision-layout backbones, which use the same values. Keras' default 0.99 keeps 37% of
+#: the initial (0, 1) statistics after 100 steps (0.99 ** 100), so short runs evaluated
+#: with moving statistics score far below PyTorch's (issue #13); it makes no difference to
+#: inference with loaded weights.
+BN_EPSILON = 1e-5
+BN_MOMENTUM = 0.9
 
 
 def conv_bn_act(
@@ -24,9 +35,13 @@ def conv_bn_act(
 ):
     """Conv (bias only without BN) -> optional BatchNorm -> optional activation.
 
+    Initialised as segmentation_models.pytorch's `initialize_decoder`: kaiming-uniform
+    (fan_in, ReLU) kernels, zero biases, BatchNorm gamma 1 and beta 0 (`BN_MOMENTUM`).
     Layer names: `{name}_conv`, `{name}_bn`, `{name}_{activation}`.
     """
     conv_cls = layers.SeparableConv2D if separable else layers.Conv2D
+    # Separable convolutions keep Keras' defaults: its fan of a depthwise kernel is not torch's.
+    init = {} if separable else {"kernel_initializer": torch_conv_fan_in()}
     x = conv_cls(
         filters,
         kernel_size,
@@ -35,16 +50,23 @@ def conv_bn_act(
         padding="same",
         use_bias=not batch_norm,
         name=f"{name}_conv",
+        **init,
     )(x)
     if batch_norm:
-        x = layers.BatchNormalization(epsilon=1e-5, name=f"{name}_bn")(x)
+        x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_bn")(
+            x
+        )
     if activation:
         x = layers.Activation(activation, name=f"{name}_{activation}")(x)
     return x
 
 
 def logits_head(x, num_classes: int, name: str = "logits", kernel_size: int = 1):
-    """Convolution (1x1 by default) to class logits, in float32 so mixed precision stays stable."""
+    """Convolution (1x1 by default) to class logits, in float32 so mixed precision stays stable.
+
+    Keras' default glorot_uniform kernel and zero bias are SMP's `initialize_head`
+    (xavier_uniform, bias 0).
+    """
     return layers.Conv2D(num_classes, kernel_size, padding="same", dtype="float32", name=name)(x)
 
 

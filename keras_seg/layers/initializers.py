@@ -1,4 +1,11 @@
-"""Kernel initialisers that Keras does not ship.
+"""Kernel initialisers that Keras does not ship, and the PyTorch references' defaults.
+
+`torch_conv_fan_out` and `torch_conv_fan_in` are the initialisers of the PyTorch code our
+layers port (Keras' own default, glorot_uniform, gives ReLU networks half the variance):
+torchvision's ResNet/VGG/MobileNet convolutions use `kaiming_normal_(mode="fan_out",
+nonlinearity="relu")`; segmentation_models.pytorch's `initialize_decoder` uses
+`kaiming_uniform_(mode="fan_in", nonlinearity="relu")` with zero biases. Its
+`initialize_head` (xavier_uniform, zero bias) is Keras' default already.
 
 `BilinearUpsampling` starts a stride-`s` `Conv2DTranspose` as bilinear interpolation, the way
 FCN (Long et al. 2015) initialises its "deconvolution" layers (Caffe's `bilinear` filler).
@@ -9,6 +16,18 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+
+
+def torch_conv_fan_out() -> keras.initializers.Initializer:
+    """torchvision backbones' convolutions: `kaiming_normal_(mode="fan_out", nonlinearity="relu")`,
+    an untruncated normal with std `sqrt(2 / (kh * kw * out_channels))`."""
+    return keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal")
+
+
+def torch_conv_fan_in() -> keras.initializers.Initializer:
+    """SMP decoders' convolutions (`initialize_decoder`): `kaiming_uniform_(mode="fan_in",
+    nonlinearity="relu")`, uniform within `sqrt(6 / (kh * kw * in_channels))` (= he_uniform)."""
+    return keras.initializers.VarianceScaling(2.0, "fan_in", "uniform")
 
 
 def bilinear_kernel_1d(size: int) -> np.ndarray:

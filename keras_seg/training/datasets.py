@@ -19,7 +19,8 @@ def batches(
     Training: augmented `data.crop_size` crops of `train.batch_size`, repeated forever.
     Validation: every image at its original resolution (batches of `eval.batch_size` padded
     to the largest image with ignored pixels), so the per-epoch validation mIoU measures the
-    same thing as `keras-seg evaluate` in "whole" mode.
+    same thing as `keras-seg evaluate` in "whole" mode. With `data.cache`, both keep their
+    decoded images in memory after the first pass.
     """
     import keras_seg.data
 
@@ -32,6 +33,7 @@ def batches(
         seed=cfg.train.seed,
         num_classes=num_classes,
         repeat=training,
+        cache=cfg.data.cache,
         **(cfg.data.augment if training else {}),
     )
     options = tf.data.Options()

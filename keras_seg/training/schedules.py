@@ -18,6 +18,11 @@ from keras_seg.training.optimizers import LayerwiseSGD
 
 # Variables whose names contain these get no weight decay unless `decay_norm_and_bias`.
 NO_DECAY_NAMES = ("gamma", "beta", "bias")
+#: Adam(W)'s epsilon: PyTorch's 1e-8 (Keras' default is 1e-7). Keras adds it to sqrt(v)
+#: before the bias correction, torch after, so the two still differ in the first few hundred
+#: steps (Keras' is larger by 1 / sqrt(1 - beta_2 ** step)); with Keras' own 1e-7 they differ
+#: ten times more.
+ADAM_EPSILON = 1e-8
 
 
 @keras.saving.register_keras_serializable(package="keras_seg")
@@ -82,7 +87,8 @@ def build_optimizer(cfg: TrainConfig) -> keras.optimizers.Optimizer:
     Keras applies `weight_decay` as decoupled decay (`w -= lr * wd * w`), which for SGD differs
     from Caffe's L2-in-the-gradient only through the momentum of the decay term.
     Norm-layer gamma/beta (BatchNorm, LayerNorm) and biases are excluded unless
-    `cfg.decay_norm_and_bias`. With `cfg.lr_multipliers`, the optimizer is the layer-wise
+    `cfg.decay_norm_and_bias` (PyTorch's `AdamW(model.parameters())` decays them all).
+    AdamW's epsilon is PyTorch's (`ADAM_EPSILON`). With `cfg.lr_multipliers`, the optimizer is the layer-wise
     subclass (`keras_seg.training.optimizers`) that scales each variable's learning rate.
     """
     schedule = build_schedule(cfg)
@@ -98,7 +104,7 @@ def build_optimizer(cfg: TrainConfig) -> keras.optimizers.Optimizer:
         )
     elif cfg.optimizer == "adamw":
         optimizer = (LayerwiseAdamW if layerwise else keras.optimizers.AdamW)(
-            schedule, weight_decay=cfg.weight_decay, **layerwise
+            schedule, weight_decay=cfg.weight_decay, epsilon=ADAM_EPSILON, **layerwise
         )
     else:
         raise ValueError(f"Unknown optimizer {cfg.optimizer!r}; allowed: sgd, adamw")

@@ -42,6 +42,40 @@ def test_crop_and_flip_are_identical_on_image_and_mask():
     assert flips == {True, False}
 
 
+def test_vertical_flip_keeps_image_and_mask_aligned():
+    image, mask = position_sample()
+    flips = set()
+    for seed in range(12):
+        out_image, out_mask = augment(
+            seed, crop=(48, 48), scale_range=(1.0, 1.0), jitter=False, flip=False, vflip=True
+        )
+        rows = np.rint(out_image[..., 1]).astype(int)
+        valid = out_mask != 255  # 8 rows of padding (crop 48 > H 40): top when flipped
+        np.testing.assert_array_equal(
+            out_mask[valid], mask[rows[valid], out_image[..., 0][valid].astype(int)]
+        )
+        flipped = bool(rows[valid][0] > rows[valid][-1])
+        assert valid[0].all() != flipped  # padding rows on top exactly when flipped
+        flips.add(flipped)
+    assert flips == {True, False}
+    # vflip draws its own coin: the other draws (here the crop offset) are unchanged.
+    for seed in range(3):
+        plain = augment(seed, scale_range=(0.8, 1.2), jitter=False)[1]
+        both = augment(seed, scale_range=(0.8, 1.2), jitter=False, vflip=True)[1]
+        assert np.array_equal(plain, both) or np.array_equal(plain, both[::-1])
+
+
+def test_cache_gives_the_same_batches():
+    image, mask = position_sample()
+    ds = tf.data.Dataset.from_tensors((image, mask)).repeat(4)
+
+    def first(cache):
+        batches = data.pipeline(ds, True, (32, 32), 2, seed=3, cache=cache, repeat=True)
+        return [b[1].numpy() for b in batches.take(4)]
+
+    np.testing.assert_array_equal(first(True), first(False))
+
+
 def test_random_scale_keeps_alignment_and_mask_values():
     image, mask = position_sample()
     for seed in range(8):

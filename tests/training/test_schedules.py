@@ -78,6 +78,13 @@ def test_optimizer_settings():
     assert sgd.weight_decay is None
 
 
+@pytest.mark.parametrize("layerwise", [{}, {"lr_multipliers": {"kernel": 2.0}}])
+def test_adamw_epsilon_is_pytorchs(layerwise):
+    # torch.optim.AdamW's eps 1e-8 (Keras' default is 1e-7).
+    adamw = build_optimizer(TrainConfig(optimizer="adamw", **layerwise))
+    assert isinstance(adamw, keras.optimizers.AdamW) and adamw.epsilon == 1e-8
+
+
 def test_precision_and_single_device_strategy(monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     # No GPU here; float32 even on native-bfloat16 CPUs (bench_results/precision.json).
