@@ -2,6 +2,7 @@
 
 from keras_seg.layers.aspp import ASPP_RATES
 from keras_seg.layers.aspp import aspp
+from keras_seg.layers.blocks import FoldedBatchNorm
 from keras_seg.layers.blocks import conv_bn_act
 from keras_seg.layers.blocks import logits_head
 from keras_seg.layers.blocks import stride_safe
@@ -22,6 +23,7 @@ __all__ = [
     "MaxUnpooling2D",
     "NORMALIZATIONS",
     "CropToMatch",
+    "FoldedBatchNorm",
     "Normalize",
     "PadToMultiple",
     "ResizeToMatch",
