@@ -4,4 +4,4 @@
 each kind module parses its own options.
 """
 
-KINDS = ("data", "models", "export", "bridge", "tflite_compare")
+KINDS = ("data", "models", "export", "bridge", "tflite_compare", "profile")
