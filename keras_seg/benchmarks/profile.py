@@ -57,14 +57,19 @@ def layer_classes(model) -> dict[str, str]:
     return {layer.name: type(layer).__name__ for layer in walk_layers(model)}
 
 
-def op_category(op_name: str, classes: dict[str, str]) -> tuple[str | None, str]:
-    """The layer (innermost name scope that is a layer) and category of a TF op name."""
+def op_category(op_name: str, classes: dict[str, str], op_type: str = "") -> tuple[str | None, str]:
+    """The layer (innermost name scope that is a layer) and category of a TF op.
+
+    A convolution is "conv" whatever layer names it: Grappler's fused convolution
+    (`_MklNativeFusedConv2D`: conv + bias + ReLU, or + residual add) takes the name of the
+    last op it absorbed, e.g. `.../decoder1_1_relu_1/Relu`.
+    """
     for scope in reversed(op_name.split("/")[:-1]):
         name = scope if scope in classes else re.sub(r"_\d+$", "", scope)
         cls = classes.get(name)
         if cls is not None and cls not in ("Functional", "Model"):
-            return name, _CATEGORY_OF.get(cls, "other")
-    return None, "other"
+            return name, "conv" if "Conv" in op_type else _CATEGORY_OF.get(cls, "other")
+    return None, "conv" if "Conv" in op_type else "other"
 
 
 def framework_op_stats(logdir: str) -> list[dict[str, Any]]:
@@ -98,7 +103,7 @@ def summarize(ops: list[dict[str, Any]], classes: dict[str, str], steps: int, to
     rows, by_type, by_category = [], {}, {}
     for op in ops:
         ms = op["self_us"] / 1e3 / steps
-        layer, category = op_category(op["operation"], classes)
+        layer, category = op_category(op["operation"], classes, op["type"])
         rows.append({"type": op["type"], "operation": op["operation"], "layer": layer,
                      "category": category, "self_ms": ms, "share": ms / total})  # fmt: skip
         by_type[op["type"]] = by_type.get(op["type"], 0.0) + ms
