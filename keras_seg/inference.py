@@ -52,8 +52,9 @@ class Predictor:
         settings: how to predict (`EvalConfig`: mode, window, overlap, scales, flip);
             default one whole pass.
         fold: run a copy of `model` with BatchNorm folded into the convolutions
-            (`keras_seg.fold.fold_batch_norm`): the same logits to float32 round-off, about
-            6% less CPU time for a ResNet U-Net (bench_results/perf.md). The copy is made
+            (`keras_seg.fold.fold_batch_norm`): the same logits to float32 round-off and
+            4-7% less CPU time on U-Net ResNet-34 and DeepLabV3+ ResNet-50
+            (bench_results/perf.md). The copy is made
             once, here, so later changes to `model`'s weights are not seen; False runs
             `model` itself.
     """

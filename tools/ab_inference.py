@@ -2,7 +2,9 @@
 process so machine load hits every candidate alike; medians and minima per candidate.
 
 In-process candidates: Keras `predict_on_batch`, a cached `tf.function`, the same with
-BatchNorm folded (`keras_seg.fold.fold_batch_norm`), and each with XLA (`jit_compile=True`).
+BatchNorm folded (`keras_seg.fold.fold_batch_norm`), and each with XLA (`jit_compile=True`);
+`train` / `train_jit`: one `train_on_batch` step (SGD momentum, cross-entropy ignoring 255)
+at `--train-size` with `--train-batch-size`, without and with XLA.
 Process-wide settings (oneDNN, thread pools) need one process each: run this script
 alternately with `--candidates tf.function folded` under each setting, e.g.
 `TF_ENABLE_ONEDNN_OPTS=0`, `--intra 1`, `--inter 1`.
@@ -31,6 +33,7 @@ MODELS = {
 }
 CANDIDATES = (
     "predict_on_batch", "tf.function", "folded", "folded_predict_on_batch", "jit", "folded_jit",
+    "train", "train_jit",
 )  # fmt: skip
 
 
@@ -40,6 +43,8 @@ def main() -> int:
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--train-size", type=int, default=256)
+    p.add_argument("--train-batch-size", type=int, default=2)
     p.add_argument("--candidates", nargs="+", choices=CANDIDATES, default=list(CANDIDATES))
     p.add_argument("--intra", type=int, default=0, help="intra-op threads (0: TF default)")
     p.add_argument("--inter", type=int, default=0, help="inter-op threads (0: TF default)")
@@ -62,6 +67,21 @@ def main() -> int:
     x = x.astype("float32")
     xt = tf.constant(x)
 
+    def train_step(jit):
+        import keras
+
+        m = keras_seg.build(name, num_classes=21, **kwargs)
+        m.compile(
+            optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=255),
+            jit_compile=jit,
+        )
+        rng = np.random.default_rng(1)
+        shape = (args.train_batch_size, args.train_size, args.train_size)
+        xs = tf.constant(rng.uniform(0, 255, (*shape, 3)), tf.float32)
+        ys = tf.constant(rng.integers(0, 21, shape))
+        return lambda: m.train_on_batch(xs, ys)
+
     def compiled(m, jit):
         f = tf.function(lambda t: m(t, training=False), jit_compile=jit)
         return lambda: f(xt).numpy()
@@ -73,8 +93,10 @@ def main() -> int:
         "folded_predict_on_batch": lambda: folded.predict_on_batch(x),
         "jit": compiled(model, True),
         "folded_jit": compiled(folded, True),
+        "train": lambda: train_step(False),
+        "train_jit": lambda: train_step(True),
     }
-    fns = {k: fns[k] for k in args.candidates}
+    fns = {k: fns[k]() if k.startswith("train") else fns[k] for k in args.candidates}
     for fn in fns.values():
         fn()
         fn()
