@@ -25,6 +25,8 @@ Example:
 
 from __future__ import annotations
 
+import warnings
+
 import keras
 import numpy as np
 
@@ -138,3 +140,18 @@ def fold_batch_norm(model: keras.Model) -> keras.Model:
         elif old.weights:
             new.set_weights(old.get_weights())
     return folded
+
+
+def inference_model(model: keras.Model) -> keras.Model:
+    """`fold_batch_norm(model)`, or `model` itself with a warning when it cannot be cloned
+    (a subclassed model, a custom layer without `get_config`): the default of the inference
+    paths, which must not fail on a model that runs."""
+    try:
+        return fold_batch_norm(model)
+    except (ValueError, TypeError, NotImplementedError) as error:
+        warnings.warn(
+            f"BatchNorm not folded in {model.name!r} ({type(error).__name__}: {error}); "
+            "running the model as it is",
+            stacklevel=2,
+        )
+        return model

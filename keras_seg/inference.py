@@ -34,7 +34,7 @@ from keras_seg.config import Config
 from keras_seg.config import EvalConfig
 from keras_seg.data import IMAGE_SUFFIXES
 from keras_seg.data import colorize
-from keras_seg.fold import fold_batch_norm
+from keras_seg.fold import inference_model
 from keras_seg.metrics import ConfusionMatrix
 from keras_seg.metrics import format_table
 from keras_seg.runs import ClassInfo
@@ -62,7 +62,7 @@ class Predictor:
     def __init__(self, model: keras.Model, settings: EvalConfig | None = None, fold: bool = True):
         self.model = model
         self.settings = settings or EvalConfig()
-        run = fold_batch_norm(model) if fold else model
+        run = inference_model(model) if fold else model
         # One tf.function for every input size (reduce_retracing keeps the traces few).
         self._forward = tf.function(lambda x: run(x, training=False), reduce_retracing=True)
 

@@ -106,3 +106,24 @@ def test_predictor_folds_by_default():
     folded = Predictor(model).logits(x)
     plain = Predictor(model, fold=False).logits(x)
     np.testing.assert_allclose(folded, plain, rtol=1e-4, atol=1e-4 * np.abs(plain).max())
+
+
+def test_a_model_that_cannot_be_cloned_runs_unfolded():
+    class Scale(keras.layers.Layer):  # an argument get_config cannot serialize
+        def __init__(self, fn, **kwargs):
+            super().__init__(**kwargs)
+            self.fn = fn
+
+        def call(self, x):
+            return self.fn(x)
+
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Conv2D(2, 3, padding="same", use_bias=False)(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    model = keras.Model(inputs, Scale(lambda t: 2 * t)(x))
+    randomize_batch_norm(model)
+    x = random_images(1, 16, 16)
+    want = model(x, training=False).numpy()
+    with pytest.warns(UserWarning, match="not folded"):
+        got = Predictor(model).logits(x)
+    np.testing.assert_allclose(got, want, rtol=1e-6)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import keras
 import tensorflow as tf
 
-from keras_seg.fold import fold_batch_norm
+from keras_seg.fold import inference_model
 
 #: Class id of pixels outside an image in a batch padded to its largest image.
 PAD_CLASS = -1
@@ -41,7 +41,7 @@ def logits_fn(model: keras.Model, fold: bool = True) -> Callable[[tf.Tensor], tf
     the BatchNorm passes too (the exports' agreement checks compare with `model` itself).
     """
     fixed_h, fixed_w = model.input_shape[1:3]
-    model = fold_batch_norm(model) if fold else model
+    model = inference_model(model) if fold else model
 
     def run(images: tf.Tensor) -> tf.Tensor:
         if fixed_h is None and fixed_w is None:
