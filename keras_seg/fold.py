@@ -2,14 +2,14 @@
 
 In inference a BatchNormalization is a per-channel affine map, `y = x * s + t` with
 `s = gamma / sqrt(moving_variance + epsilon)` and `t = beta - moving_mean * s`. Keras 3 runs
-it on TensorFlow as two unfused elementwise passes over the activation (`tf.nn.
-batch_normalization`: a Mul and an AddV2), which Grappler cannot fold into the convolution
-because the weights are variables, not constants. When the BatchNorm reads the output of a
-convolution that nothing else reads, the map folds into that convolution's weights:
-`conv(x, W) * s + t == conv(x, W * s) + (b * s + t)`. `fold_batch_norm` returns a copy of
-the model where each such pair is one convolution with a bias (the BatchNorm becomes a
-`FoldedBatchNorm` identity layer, so the graph keeps its shape and layer names), and the bias add then fuses
-with the convolution and its ReLU in oneDNN's fused convolution.
+it on TensorFlow as two unfused elementwise passes over the activation
+(`tf.nn.batch_normalization`: a Mul and an AddV2), which Grappler cannot fold into the
+convolution because the weights are variables, not constants. When the BatchNorm reads the
+output of a convolution that nothing else reads, the map folds into that convolution's
+weights: `conv(x, W) * s + t == conv(x, W * s) + (b * s + t)`. `fold_batch_norm` returns a
+copy of the model where each such pair is one convolution with a bias (the BatchNorm becomes
+a `FoldedBatchNorm` identity layer, so the graph keeps its shape and layer names); Grappler
+then fuses the bias add, the ReLU and a residual add into oneDNN's fused convolution.
 
 Folded: `Conv2D`, `DepthwiseConv2D`, `SeparableConv2D` (into the pointwise kernel) and
 `Conv2DTranspose`, in channels_last, each with one call and a BatchNorm over the last axis.
@@ -110,9 +110,10 @@ def fold_batch_norm(model: keras.Model) -> keras.Model:
         model: a Functional `keras.Model` (nested Functional models are folded too).
 
     Returns:
-        A new Functional model (`model` itself when nothing folds) with the same inputs, outputs and layer names; folded
-        BatchNorms are `FoldedBatchNorm` (the identity). Outputs agree with `model(x, training=False)`
-        to float32 round-off. `model` itself is not changed.
+        A new Functional model (`model` itself when nothing folds) with the same inputs,
+        outputs and layer names; folded BatchNorms are `FoldedBatchNorm` (the identity).
+        Outputs agree with `model(x, training=False)` to float32 round-off. `model` itself
+        is not changed.
     """
     pairs = foldable_pairs(model)
     if not pairs:
@@ -121,9 +122,9 @@ def fold_batch_norm(model: keras.Model) -> keras.Model:
     copies: list[tuple[keras.layers.Layer, keras.layers.Layer]] = []
 
     def clone(layer):
-        config = layer.get_config()
         if id(layer) in pairs:
             return FoldedBatchNorm(name=layer.name, dtype=layer.dtype_policy.name)
+        config = layer.get_config()
         if id(layer) in convs:
             config["use_bias"] = True
             config["bias_initializer"] = "zeros"

@@ -116,8 +116,10 @@ def main() -> int:
         for k, v in times.items()
     }  # fmt: skip
     for k, row in rows.items():
-        print(f"{args.model} {args.label} {k:24s} median {row['median_ms']:7.1f} ms"
-              f"  min {row['min_ms']:7.1f} ms  cpu median {row['cpu_median_ms']:7.1f} ms")  # fmt: skip
+        print(
+            f"{args.model} {args.label} {k:24s} median {row['median_ms']:7.1f} ms"
+            f"  min {row['min_ms']:7.1f} ms  cpu median {row['cpu_median_ms']:7.1f} ms"
+        )
     if args.output:
         with open(args.output, "a") as f:
             record = {"model": args.model, "label": args.label, "size": args.size,

@@ -231,8 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--steps", type=int, default=3, help="profiled (and timed) steps")
-    p.add_argument("--fold", action=argparse.BooleanOptionalAction, default=True,
-                   help="fold BatchNorm into the convolutions, as keras_seg's inference does")  # fmt: skip
+    p.add_argument(
+        "--fold",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="fold BatchNorm into the convolutions, as keras_seg's inference does",
+    )
     p.add_argument("--jit", action=argparse.BooleanOptionalAction, default=False, help="XLA")
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: TF's default)")
     p.add_argument("--train", action="store_true", help="also profile one training step")
@@ -258,12 +262,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = {k: v for k, v in vars(args).items() if k != "output"}
     write_report(args.output, "profile", settings, results)
     for phase, res in results["keras_seg"].items():
-        _print_table(f"keras_seg {args.model} {phase}: {res['step_ms_unprofiled']:.1f} ms/step "
-                     f"({res['profiled_self_ms']:.1f} ms profiled self time)", res["categories"])  # fmt: skip
+        title = (
+            f"keras_seg {args.model} {phase}: {res['step_ms_unprofiled']:.1f} ms/step "
+            f"({res['profiled_self_ms']:.1f} ms profiled self time)"
+        )
+        _print_table(title, res["categories"])
         for op in res["top_ops"]:
-            print(
-                f"    {op['self_ms']:8.1f} ms {100 * op['share']:5.1f}%  {op['type']:28s} {op['operation']}"
-            )
+            share = f"{op['self_ms']:8.1f} ms {100 * op['share']:5.1f}%"
+            print(f"    {share}  {op['type']:28s} {op['operation']}")
     if "torch" in results:
         res = results["torch"]
         _print_table(f"{res['model']}: {res['step_ms_unprofiled']:.1f} ms/step", res["categories"])
