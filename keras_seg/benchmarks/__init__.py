@@ -14,6 +14,7 @@ KINDS = (
     "precision",
     "pipeline",
     "isbi",
+    "profile",
 )
 #: kind -> module, where they differ (`isbi` is the learning-speed comparison with SMP).
 MODULES = {"isbi": "learning"}

@@ -12,6 +12,8 @@ from collections.abc import Callable
 import keras
 import tensorflow as tf
 
+from keras_seg.fold import inference_model
+
 #: Class id of pixels outside an image in a batch padded to its largest image.
 PAD_CLASS = -1
 _JPEG_MAGIC = b"\xff\xd8\xff"
@@ -29,13 +31,17 @@ def channels_of(model: keras.Model) -> int:
     return int(channels)
 
 
-def logits_fn(model: keras.Model) -> Callable[[tf.Tensor], tf.Tensor]:
+def logits_fn(model: keras.Model, fold: bool = True) -> Callable[[tf.Tensor], tf.Tensor]:
     """`float32 [B, h, w, C] pixels 0..255 -> float32 logits [B, h, w, num_classes]`.
 
     A model with a fixed input size sees its input bilinearly resized to that size and its
-    logits resized back, so every export takes any image size.
+    logits resized back, so every export takes any image size. With `fold` (default) the
+    graph runs `keras_seg.fold.fold_batch_norm(model)`: BatchNorm folded into the
+    convolutions, as the TFLite converter does by itself, so a SavedModel served on CPU skips
+    the BatchNorm passes too (the exports' agreement checks compare with `model` itself).
     """
     fixed_h, fixed_w = model.input_shape[1:3]
+    model = inference_model(model) if fold else model
 
     def run(images: tf.Tensor) -> tf.Tensor:
         if fixed_h is None and fixed_w is None:

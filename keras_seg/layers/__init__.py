@@ -4,6 +4,7 @@ from keras_seg.layers.aspp import ASPP_RATES
 from keras_seg.layers.aspp import aspp
 from keras_seg.layers.blocks import BN_EPSILON
 from keras_seg.layers.blocks import BN_MOMENTUM
+from keras_seg.layers.blocks import FoldedBatchNorm
 from keras_seg.layers.blocks import conv_bn_act
 from keras_seg.layers.blocks import logits_head
 from keras_seg.layers.blocks import stride_safe
@@ -28,6 +29,7 @@ __all__ = [
     "MaxUnpooling2D",
     "NORMALIZATIONS",
     "CropToMatch",
+    "FoldedBatchNorm",
     "Normalize",
     "PadToMultiple",
     "ResizeToMatch",

@@ -84,3 +84,15 @@ def stride_safe(
     if stride > 1:
         logits = CropToMatch(name="crop_to_input", dtype="float32")([logits, inputs])
     return logits
+
+
+@keras.saving.register_keras_serializable(package="keras_seg")
+class FoldedBatchNorm(keras.layers.Layer):
+    """The identity: where `keras_seg.fold.fold_batch_norm` left a BatchNorm that it folded
+    into the convolution before it (it takes BatchNorm's call arguments and ignores them)."""
+
+    def call(self, inputs, training=None, mask=None):
+        return inputs
+
+    def get_config(self):
+        return super().get_config()

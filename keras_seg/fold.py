@@ -1,0 +1,158 @@
+"""Fold inference BatchNorm into the convolution before it.
+
+In inference a BatchNormalization is a per-channel affine map, `y = x * s + t` with
+`s = gamma / sqrt(moving_variance + epsilon)` and `t = beta - moving_mean * s`. Keras 3 runs
+it on TensorFlow as two unfused elementwise passes over the activation
+(`tf.nn.batch_normalization`: a Mul and an AddV2), which Grappler cannot fold into the
+convolution because the weights are variables, not constants. When the BatchNorm reads the
+output of a convolution that nothing else reads, the map folds into that convolution's
+weights: `conv(x, W) * s + t == conv(x, W * s) + (b * s + t)`. `fold_batch_norm` returns a
+copy of the model where each such pair is one convolution with a bias (the BatchNorm becomes
+a `FoldedBatchNorm` identity layer, so the graph keeps its shape and layer names); Grappler
+then fuses the bias add, the ReLU and a residual add into oneDNN's fused convolution.
+
+Folded: `Conv2D`, `DepthwiseConv2D`, `SeparableConv2D` (into the pointwise kernel) and
+`Conv2DTranspose`, in channels_last, each with one call and a BatchNorm over the last axis.
+Everything else is copied as it is, nested models (backbones) included.
+
+The folded model is for inference only: it has no BatchNorm statistics left to train.
+
+Example:
+    >>> folded = fold_batch_norm(model)
+    >>> np.allclose(folded.predict(x), model.predict(x), rtol=1e-4, atol=1e-4)
+    True
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import keras
+import numpy as np
+
+from keras_seg.layers import FoldedBatchNorm
+
+FOLDABLE = (
+    keras.layers.Conv2D,
+    keras.layers.DepthwiseConv2D,
+    keras.layers.SeparableConv2D,
+    keras.layers.Conv2DTranspose,
+)
+
+
+def walk_layers(model: keras.Model):
+    """Every layer of `model` and of the Functional models nested in it."""
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from walk_layers(layer)
+
+
+def _model_outputs(model: keras.Model) -> set[int]:
+    ids = {id(t) for t in keras.tree.flatten(model.outputs)}
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            ids |= _model_outputs(layer)
+    return ids
+
+
+def foldable_pairs(model: keras.Model) -> dict[int, keras.layers.Layer]:
+    """`{id(batch_norm): conv}` for every BatchNorm that can fold into the conv it reads."""
+    outputs = _model_outputs(model)
+    pairs = {}
+    for bn in walk_layers(model):
+        if not isinstance(bn, keras.layers.BatchNormalization) or len(bn._inbound_nodes) != 1:
+            continue
+        if bn.axis not in (-1, len(bn.input.shape) - 1) or bn.renorm:
+            continue
+        tensor = bn._inbound_nodes[0].input_tensors[0]
+        conv = tensor._keras_history.operation
+        if (
+            isinstance(conv, FOLDABLE)
+            and conv.data_format == "channels_last"
+            and conv.activation in (None, keras.activations.linear)
+            and len(conv._inbound_nodes) == 1
+            and len(conv._outbound_nodes) == 1
+            and id(tensor) not in outputs
+        ):
+            pairs[id(bn)] = conv
+    return pairs
+
+
+def _folded_weights(conv: keras.layers.Layer, bn: keras.layers.BatchNormalization):
+    """The conv's kernel(s) and bias with `bn`'s affine map folded in (float64 arithmetic)."""
+    std = np.sqrt(np.asarray(bn.moving_variance, np.float64) + bn.epsilon)
+    scale = (np.asarray(bn.gamma, np.float64) if bn.scale else 1.0) / std
+    shift = -np.asarray(bn.moving_mean, np.float64) * scale
+    if bn.center:
+        shift = shift + np.asarray(bn.beta, np.float64)
+    weights = [np.asarray(w, np.float64) for w in conv.get_weights()]
+    bias = weights.pop() if conv.use_bias else 0.0
+    if isinstance(conv, keras.layers.SeparableConv2D):
+        depthwise, pointwise = weights
+        kernels = [depthwise, pointwise * scale]
+    elif isinstance(conv, keras.layers.DepthwiseConv2D):
+        (kernel,) = weights
+        kernels = [kernel * scale.reshape(kernel.shape[2:])]
+    elif isinstance(conv, keras.layers.Conv2DTranspose):
+        (kernel,) = weights  # [kh, kw, filters, in]
+        kernels = [kernel * scale[:, None]]
+    else:
+        (kernel,) = weights  # [kh, kw, in, filters]
+        kernels = [kernel * scale]
+    return [*kernels, bias * scale + shift]
+
+
+def fold_batch_norm(model: keras.Model) -> keras.Model:
+    """A copy of `model` for inference with each Conv -> BatchNorm pair folded into the conv.
+
+    Args:
+        model: a Functional `keras.Model` (nested Functional models are folded too).
+
+    Returns:
+        A new Functional model (`model` itself when nothing folds) with the same inputs,
+        outputs and layer names; folded BatchNorms are `FoldedBatchNorm` (the identity).
+        Outputs agree with `model(x, training=False)` to float32 round-off. `model` itself
+        is not changed.
+    """
+    pairs = foldable_pairs(model)
+    if not pairs:
+        return model
+    convs = {id(conv) for conv in pairs.values()}
+    copies: list[tuple[keras.layers.Layer, keras.layers.Layer]] = []
+
+    def clone(layer):
+        if id(layer) in pairs:
+            return FoldedBatchNorm(name=layer.name, dtype=layer.dtype_policy.name)
+        config = layer.get_config()
+        if id(layer) in convs:
+            config["use_bias"] = True
+            config["bias_initializer"] = "zeros"
+        new = layer.__class__.from_config(config)
+        copies.append((layer, new))
+        return new
+
+    folded = keras.models.clone_model(model, clone_function=clone, recursive=True)
+    bn_of = {id(conv): bn for bn in walk_layers(model) for conv in [pairs.get(id(bn))] if conv}
+    for old, new in copies:
+        if id(old) in convs:
+            weights = _folded_weights(old, bn_of[id(old)])
+            new.set_weights([w.astype(v.dtype) for w, v in zip(weights, new.weights, strict=True)])
+        elif old.weights:
+            new.set_weights(old.get_weights())
+    return folded
+
+
+def inference_model(model: keras.Model) -> keras.Model:
+    """`fold_batch_norm(model)`, or `model` itself with a warning when it cannot be cloned
+    (a subclassed model, a custom layer without `get_config`): the default of the inference
+    paths, which must not fail on a model that runs."""
+    try:
+        return fold_batch_norm(model)
+    except (ValueError, TypeError, NotImplementedError) as error:
+        warnings.warn(
+            f"BatchNorm not folded in {model.name!r} ({type(error).__name__}: {error}); "
+            "running the model as it is",
+            stacklevel=2,
+        )
+        return model

@@ -1,0 +1,129 @@
+"""BatchNorm folding: same logits as the model, no BatchNorm left, every registered model."""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_seg
+from keras_seg.fold import fold_batch_norm
+from keras_seg.fold import foldable_pairs
+from keras_seg.fold import walk_layers
+from keras_seg.inference import Predictor
+from keras_seg.layers import FoldedBatchNorm
+from tests.helpers import random_images
+from tests.helpers import small_model
+
+
+def randomize_batch_norm(model: keras.Model, seed: int = 0) -> None:
+    """Random statistics and affine weights, so BatchNorm is far from the identity."""
+    rng = np.random.default_rng(seed)
+    for layer in walk_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.set_weights(
+                [
+                    rng.uniform(lo, hi, w.shape)
+                    for w, (lo, hi) in zip(
+                        layer.weights,
+                        [(0.5, 1.5), (-0.5, 0.5), (-0.5, 0.5), (0.5, 1.5)],
+                        strict=False,
+                    )
+                ]
+            )
+
+
+def batch_norms(model: keras.Model) -> list[str]:
+    bns = [
+        layer for layer in walk_layers(model) if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    return [layer.name for layer in bns]
+
+
+@pytest.mark.parametrize("name", keras_seg.list_models())
+def test_folded_model_gives_the_same_logits(name):
+    model = small_model(name)
+    randomize_batch_norm(model)
+    x = random_images(2, 64, 80)
+    folded = fold_batch_norm(model)
+    want = model(x, training=False).numpy()
+    got = folded(x, training=False).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    left = batch_norms(folded)
+    assert len(left) == len(batch_norms(model)) - len(foldable_pairs(model))
+    if foldable_pairs(model):
+        assert folded is not model
+        assert [layer.name for layer in folded.layers] == [layer.name for layer in model.layers]
+
+
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [
+        ("unet", {"backbone": "resnet18", "base_filters": 64, "depth": 4}),
+        ("deeplabv3plus", {"separable": True}),
+        ("deeplabv3plus", {"separable": False}),
+    ],
+)
+def test_common_models_fold_every_batch_norm(name, kwargs):
+    model = small_model(name, **kwargs)
+    assert batch_norms(model)
+    assert batch_norms(fold_batch_norm(model)) == []
+
+
+def test_depthwise_and_transpose_convs_fold():
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.DepthwiseConv2D(3, padding="same", depth_multiplier=2, name="dw")(inputs)
+    x = keras.layers.BatchNormalization(name="dw_bn")(x)
+    x = keras.layers.Conv2DTranspose(4, 2, strides=2, use_bias=True, name="up")(x)
+    x = keras.layers.BatchNormalization(name="up_bn")(x)
+    skip = keras.layers.Conv2D(4, 1, name="shared")(x)  # read twice below: not folded
+    y = keras.layers.BatchNormalization(name="shared_bn")(skip)
+    model = keras.Model(inputs, keras.layers.Add()([y, skip]))
+    randomize_batch_norm(model)
+    folded = fold_batch_norm(model)
+    assert batch_norms(folded) == ["shared_bn"]
+    x = random_images(1, 16, 16)
+    want = model(x, training=False).numpy()
+    np.testing.assert_allclose(folded(x).numpy(), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+def test_fold_leaves_the_model_alone_and_saves(tmp_path):
+    model = small_model("unet", backbone="resnet18", base_filters=64, depth=4)
+    randomize_batch_norm(model)
+    before = [w.copy() for w in model.get_weights()]
+    folded = fold_batch_norm(model)
+    for a, b in zip(before, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert any(isinstance(layer, FoldedBatchNorm) for layer in walk_layers(folded))
+    folded.save(tmp_path / "folded.keras")
+    loaded = keras.saving.load_model(tmp_path / "folded.keras")
+    x = random_images(1, 64, 64)
+    np.testing.assert_allclose(loaded(x).numpy(), folded(x).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_predictor_folds_by_default():
+    model = small_model("deeplabv3plus")
+    randomize_batch_norm(model)
+    x = random_images(1, 64, 64)
+    folded = Predictor(model).logits(x)
+    plain = Predictor(model, fold=False).logits(x)
+    np.testing.assert_allclose(folded, plain, rtol=1e-4, atol=1e-4 * np.abs(plain).max())
+
+
+def test_a_model_that_cannot_be_cloned_runs_unfolded():
+    class Scale(keras.layers.Layer):  # an argument get_config cannot serialize
+        def __init__(self, fn, **kwargs):
+            super().__init__(**kwargs)
+            self.fn = fn
+
+        def call(self, x):
+            return self.fn(x)
+
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Conv2D(2, 3, padding="same", use_bias=False)(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    model = keras.Model(inputs, Scale(lambda t: 2 * t)(x))
+    randomize_batch_norm(model)
+    x = random_images(1, 16, 16)
+    want = model(x, training=False).numpy()
+    with pytest.warns(UserWarning, match="not folded"):
+        got = Predictor(model).logits(x)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
