@@ -276,13 +276,21 @@ def markdown_table(payload: dict[str, Any]) -> str:
             cells += [row.get("date", payload["date"])[:10]]
         lines.append("| " + " | ".join(cells) + " |")
     versions = payload["versions"]
+    runs = {
+        row.get("date", payload["date"])[:10]: row.get("matmul_peak", peak)
+        for row in payload["results"]["models"]
+    }
+    peaks = "; ".join(
+        f"matmul peak {p['float32']:.0f} GFLOP/s float32, {p['bfloat16']:.0f} bfloat16"
+        + (f" (rows of {date})" if len(runs) > 1 else "")
+        for date, p in sorted(runs.items())
+    )
     lines.append("")
     lines.append(
         f"{machine.get('cpu_model')} ({machine.get('cpu_count')} cores), TensorFlow "
         f"{versions.get('tensorflow')}, Keras {versions.get('keras')}; {s['precision']}, "
         f"jit_compile={s['jit']}, {s['num_classes']} classes, median of {s['repeats']}; "
-        f"matmul peak {peak['float32']:.0f} GFLOP/s float32, {peak['bfloat16']:.0f} bfloat16; "
-        f"TFLite {s['tflite_threads']} threads."
+        f"{peaks}; % peak is of each row's own run; TFLite {s['tflite_threads']} threads."
     )
     return "\n".join(lines) + "\n"
 
@@ -314,7 +322,11 @@ def _earlier_rows(path: str, settings: dict[str, Any], measuring: set[str]) -> l
             + ", ".join(f"{k}={old!r} (now {new!r})" for k, (old, new) in different.items())
         )
     rows = [r for r in earlier["results"]["models"] if r["label"] not in measuring]
-    return [{**r, "date": r.get("date", earlier["date"])} for r in rows]
+    peak = earlier["results"]["matmul_peak"]
+    return [
+        {**r, "date": r.get("date", earlier["date"]), "matmul_peak": r.get("matmul_peak", peak)}
+        for r in rows
+    ]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -400,6 +412,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     peak = matmul_peak(args.matmul_size, max(args.repeats, 3))
     for row in rows:
         add_achieved(row, peak, args.precision)
+        row["matmul_peak"] = peak
     results = {"matmul_peak": peak, "models": kept + rows}
     payload = write_report(args.output, "models", settings, results)
     table = markdown_table(payload)

@@ -7,7 +7,8 @@ table TensorBoard's profile plugin shows), so no extra package is needed on TF 2
 is attributed to the Keras layer that made it (its name scope), which gives a category
 (conv, batch_norm, activation, concat, resize, ...). `--torch CLASS` also profiles the
 segmentation_models.pytorch model under `torch.profiler` in its own interpreter (PyTorch and
-TensorFlow do not share a process), with aten ops mapped to the same categories, so the two
+TensorFlow do not share a process; `--train` profiles its training step too, `--precision
+bf16` puts both sides in their bfloat16 setting), with aten ops mapped to the same categories, so the two
 read side by side: "batch_norm costs X ms in TensorFlow, Y ms in PyTorch".
 
 Times are per step (the profiled steps' total self time / steps). Profiling adds a little
@@ -47,6 +48,7 @@ LAYER_CATEGORIES = {
     "pad/crop": ("PadToMultiple", "CropToMatch", "ZeroPadding2D"),
     "normalize": ("Normalize",),
 }
+KERAS_POLICY = {"float32": "float32", "bf16": "mixed_bfloat16"}
 _CATEGORY_OF = {cls: cat for cat, classes in LAYER_CATEGORIES.items() for cls in classes}
 
 
@@ -155,6 +157,10 @@ def profile_torch(args) -> dict[str, Any]:
         "steps": args.steps,
         "threads": args.threads,
         "top": args.top,
+        "precision": args.precision,
+        "train": args.train,
+        "train_size": args.train_size,
+        "train_batch": args.train_batch_size,
     }
     with tempfile.TemporaryDirectory() as tmp:
         job_path = Path(tmp) / "job.json"
@@ -184,6 +190,7 @@ def profile_keras(args) -> dict[str, Any]:
 
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    keras.mixed_precision.set_global_policy(KERAS_POLICY[args.precision])
     model = build_model(args)
     run_model = fold_batch_norm(model) if args.fold else model
     classes = layer_classes(run_model)
@@ -238,6 +245,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="fold BatchNorm into the convolutions, as keras_seg's inference does",
     )
     p.add_argument("--jit", action=argparse.BooleanOptionalAction, default=False, help="XLA")
+    p.add_argument(
+        "--precision",
+        choices=tuple(KERAS_POLICY),
+        default="float32",
+        help="bf16: keras_seg's mixed_bfloat16 policy; PyTorch's bfloat16 autocast with "
+        "channels_last (as `keras-seg benchmark peers`)",
+    )
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: TF's default)")
     p.add_argument("--train", action="store_true", help="also profile one training step")
     p.add_argument("--train-size", type=int, default=256)
@@ -270,9 +284,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for op in res["top_ops"]:
             share = f"{op['self_ms']:8.1f} ms {100 * op['share']:5.1f}%"
             print(f"    {share}  {op['type']:28s} {op['operation']}")
-    if "torch" in results:
-        res = results["torch"]
-        _print_table(f"{res['model']}: {res['step_ms_unprofiled']:.1f} ms/step", res["categories"])
+    for phase, res in results.get("torch", {}).get("phases", {}).items():
+        title = f"{results['torch']['model']} {phase}: {res['step_ms_unprofiled']:.1f} ms/step"
+        _print_table(title, res["categories"])
         for op in res["top_ops"]:
             print(f"    {op['self_ms']:8.1f} ms {100 * op['share']:5.1f}%  {op['type']}")
     print(f"wrote {args.output}")

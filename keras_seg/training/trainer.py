@@ -178,7 +178,8 @@ def train(
         saved, targets = compile_for_training(cfg, model, info, class_weights)
     if targets is not None:
         train_ds, val_ds = train_ds.map(targets), val_ds.map(targets)
-    backup = cb.ResumableBackup(out_dir / "backup", cfg.train.checkpoint_every)
+    backup = cb.ResumableBackup(out_dir / "backup", cfg.train.checkpoint_every, cfg.train.steps)
+    writer = cb.ModelWriter(saved)
     start = backup.restore(model, model_dir / "backup")  # every worker reads the chief's
     if start and verbose:
         print(f"Resuming from {model_dir / 'backup'} at step {start} of {cfg.train.steps}")
@@ -188,7 +189,7 @@ def train(
         cb.StopOnNaN(backup),  # before the backup: a NaN batch must never be saved
         backup,
         cb.EpochExtras(),
-        cb.KeepBest(out_dir / "best.keras", monitor=MONITOR, model=saved),
+        cb.KeepBest(out_dir / "best.keras", monitor=MONITOR, writer=writer),
         history_log,
         keras.callbacks.TensorBoard(out_dir / "logs"),
     ]
@@ -231,10 +232,10 @@ def train(
         "history": history_log.history(),
     }
     if chief:
-        cb.save_model_only(saved, out_dir / "final.keras")
+        writer.save(out_dir / "final.keras")
         best_record = out_dir / "best.keras.json"
         if not (out_dir / "best.keras").exists():  # no validation score was ever finite
-            cb.save_model_only(saved, out_dir / "best.keras")
+            writer.save(out_dir / "best.keras")
         if best_record.exists():
             result["best"] = json.loads(best_record.read_text())
         if final_eval:

@@ -102,7 +102,15 @@ def test_merge_keeps_earlier_rows_with_their_dates_and_refuses_other_settings(tm
     assert merged[0]["inference"] == earlier["unet"]["inference"]  # kept as measured
     assert merged[0]["date"] == earlier["unet"]["date"]
     assert merged[1]["inference"] != earlier["fcn32s"]["inference"]  # measured again
-    table = bench.markdown_table(json.loads(out.read_text()))
+    payload = json.loads(out.read_text())
+    table = bench.markdown_table(payload)
     assert "peak RSS MiB infer" in table and "peak RSS MiB train" in table
+    # Rows of another day keep their run's matmul peak; the table says which is which.
+    payload["results"]["models"][0].update(
+        date="2026-01-01T00:00:00+00:00", matmul_peak={"float32": 7.0, "bfloat16": 9.0}
+    )
+    table = bench.markdown_table(payload)
+    assert "measured" in table.splitlines()[0] and "| 2026-01-01 |" in table
+    assert "matmul peak 7 GFLOP/s float32, 9 bfloat16 (rows of 2026-01-01)" in table
     with pytest.raises(SystemExit, match=r"--merge: .* size=32 \(now 48\)"):
         bench.main(["--models", "unet", "--merge", *argv, "--size", "48"])

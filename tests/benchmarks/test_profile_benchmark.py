@@ -60,5 +60,9 @@ def test_profile_cli_writes_tf_and_torch_tables(tmp_path):
     assert ours["inference"]["categories"].get("batch_norm", {"share": 0})["share"] < 0.01
     assert ours["training"]["categories"]["batch_norm"]["self_ms"] > 0
     torch = report["results"]["torch"]
-    assert torch["categories"]["conv"]["self_ms"] > 0
-    assert "aten::" in torch["top_ops"][0]["type"]
+    for phase in ("inference", "training"):
+        assert torch["phases"][phase]["categories"]["conv"]["self_ms"] > 0
+        assert "aten::" in torch["phases"][phase]["top_ops"][0]["type"]
+    # Training runs the backward convolutions too.
+    assert any("backward" in op["type"] for op in torch["phases"]["training"]["top_ops"])
+    assert torch["precision"] == "float32"

@@ -240,3 +240,33 @@ def test_multi_worker_training_on_two_local_processes(tmp_path):
     assert metrics["replicas"] == 2
     assert len(metrics["history"]["val_mean_iou"]) == 2
     assert (run / "final.keras").exists() and (run / "best.keras").exists()
+
+
+def test_backup_skips_the_last_step_and_the_writer_builds_its_copy_once(tmp_path, monkeypatch):
+    from tests.helpers import small_model
+
+    model = small_model("unet", num_classes=3)
+    backup = cb.ResumableBackup(tmp_path / "backup", save_freq=2, last_step=4)
+    backup.set_model(model)
+    for batch in range(4):
+        backup.on_train_batch_end(batch)
+    # Step 2 is saved; step 4 is the run's last, where final.keras is written instead.
+    assert json.loads((tmp_path / "backup" / cb.BACKUP_STATE).read_text())["global_step"] == 2
+
+    built = []
+    original = type(model).from_config.__func__
+    monkeypatch.setattr(
+        type(model), "from_config", classmethod(lambda cls, c: built.append(1) or original(cls, c))
+    )
+    writer = cb.ModelWriter(model)
+    writer.save(tmp_path / "a.keras")
+    logits = model.get_layer("logits")
+    logits.kernel.assign(logits.kernel + 1.0)  # trained further
+    writer.save(tmp_path / "b.keras")
+    assert len(built) == 1, "the copy is built once and given the weights at each save"
+    monkeypatch.undo()
+    a, b = (keras.saving.load_model(tmp_path / n) for n in ("a.keras", "b.keras"))
+    kernel = {n: m.get_layer("logits").kernel.numpy() for n, m in [("a", a), ("b", b)]}
+    np.testing.assert_array_equal(kernel["b"], logits.kernel.numpy())
+    assert not np.array_equal(kernel["a"], kernel["b"])
+    assert getattr(b, "optimizer", None) is None
