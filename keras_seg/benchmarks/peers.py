@@ -337,6 +337,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default="bench_results/peers.json", help="JSON report path")
     p.add_argument("--markdown", help="also write the Markdown table here")
     p.add_argument("--readme", help="replace the table between the peers markers of this file")
+    p.add_argument(
+        "--min-ratio",
+        type=_min_ratio,
+        action="append",
+        default=[],
+        metavar="PRECISION=RATIO",
+        help="exit 1 (after writing the report) when a case of that precision has keras_seg "
+        "(user path) under RATIO times the best peer, e.g. float32=1.0 (repeatable)",
+    )
     p.add_argument("--worker", help=argparse.SUPPRESS)
     return p
 
@@ -406,6 +415,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         from keras_seg.benchmarks.models import update_readme
 
         update_readme(args.readme, table, marker="peers")
+    return _check_ratios(results["cases"], args.min_ratio)
+
+
+def _min_ratio(text: str) -> tuple[str, float]:
+    precision, _, value = text.partition("=")
+    if precision not in PRECISIONS or not value:
+        raise argparse.ArgumentTypeError(
+            f"expected PRECISION=RATIO, e.g. float32=1.0, got {text!r}"
+        )
+    return precision, float(value)
+
+
+def _check_ratios(cases: list[dict[str, Any]], minimums: list[tuple[str, float]]) -> int:
+    """Exit status 1, with one line, when a case's user-path ratio is under its minimum."""
+    for precision, minimum in minimums:
+        low = [c for c in cases if c["precision"] == precision and c["ratio"] < minimum]
+        if low:
+            c = low[0]
+            print(
+                f"keras-seg benchmark peers: {c['title']} {precision} {c['case']}: keras_seg at "
+                f"{c['ratio']:.2f}x {c['best_peer']}, under --min-ratio {precision}={minimum:g}"
+                + (f" ({len(low) - 1} more such cases)" if len(low) > 1 else ""),
+                file=sys.stderr,
+            )
+            return 1
     return 0
 
 

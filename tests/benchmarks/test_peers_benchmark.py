@@ -151,3 +151,24 @@ def test_the_fastest_peer_is_the_reference():
     assert case["best_peer"] == "keras_hub"
     assert case["ratio"] == 1.5 and case["ratio_inner"] == 2.0
     assert case["ratio_by_peer"] == {"smp": 2.0, "keras_hub": 1.5}
+
+
+def test_min_ratio_gate_names_the_first_case_under_it(capsys):
+    cases = [
+        {"title": "U-Net", "precision": "float32", "case": "infer_bs1", "ratio": 1.4,
+         "best_peer": "smp"},
+        {"title": "U-Net", "precision": "bf16", "case": "train_bs4", "ratio": 0.8,
+         "best_peer": "smp"},
+        {"title": "DeepLab", "precision": "bf16", "case": "infer_bs4", "ratio": 0.9,
+         "best_peer": "smp"},
+    ]  # fmt: skip
+    assert peers._check_ratios(cases, [("float32", 1.0)]) == 0
+    assert peers._check_ratios(cases, []) == 0
+    assert peers._check_ratios(cases, [("float32", 1.0), ("bf16", 0.85)]) == 1
+    line = capsys.readouterr().err.strip()
+    assert line == (
+        "keras-seg benchmark peers: U-Net bf16 train_bs4: keras_seg at 0.80x smp, "
+        "under --min-ratio bf16=0.85"
+    )
+    with pytest.raises(SystemExit):
+        peers.build_parser().parse_args(["--min-ratio", "fp64=1"])
