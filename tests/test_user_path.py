@@ -38,7 +38,6 @@ RECIPE = {"steps": 200, "learning_rate": 3e-3, "batch_size": 8, "size": SIZE}
 #: DeepLabv3 runs on the ResNet-18 backbone here, because MobileNetV2's BatchNorm momentum
 #: (0.999) leaves the moving statistics near their start in a few hundred steps.
 RECIPE_BY_MODEL: dict[str, dict] = {
-    "unet": {"steps": 150},
     "deeplabv3plus": {"learning_rate": 1e-2},
     "deeplabv3": {"learning_rate": 1e-2, "backbone": "resnet18",
                   "options": {"backbone_kwargs": {"width": 8}}},
