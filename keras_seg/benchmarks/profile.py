@@ -25,15 +25,14 @@ import argparse
 import glob
 import json
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from keras_seg.benchmarks.common import time_median
 from keras_seg.benchmarks.common import write_report
 
 # Keras layer class -> category; the PyTorch side maps aten ops to the same names.
@@ -130,20 +129,14 @@ def profile_tf(fn, steps: int) -> tuple[list[dict[str, Any]], float]:
     """Warm `fn` up, time `steps` calls, then trace `steps` calls; (ops, median step ms)."""
     import tensorflow as tf
 
-    for _ in range(2):
-        fn()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
+    timing = time_median(fn, repeats=steps, warmup=2)
     with tempfile.TemporaryDirectory() as logdir:
         tf.profiler.experimental.start(logdir)
         for _ in range(steps):
             fn()
         tf.profiler.experimental.stop()
         ops = framework_op_stats(logdir)
-    return ops, 1e3 * statistics.median(times)
+    return ops, 1e3 * timing["median_s"]
 
 
 def profile_torch(args) -> dict[str, Any]:
