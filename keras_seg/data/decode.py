@@ -25,6 +25,7 @@ from keras_seg.data.errors import bad_values
 from keras_seg.data.errors import size_mismatch
 from keras_seg.data.errors import tagged
 from keras_seg.data.info import INVALID
+from keras_seg.data.options import without_autotune
 from keras_seg.data.storage import Store
 
 _IDENTITY = bytes(np.repeat(np.arange(256, dtype=np.uint8), 3))
@@ -338,6 +339,5 @@ def checked_dataset(
             return image, tf.cast(mask, tf.uint8)
 
     # With on_error="skip", `message` is always empty (the warning is the report).
-    return ds.filter(lambda keep, message, image, mask: keep | tf.not_equal(message, "")).map(
-        finish
-    )
+    ds = ds.filter(lambda keep, message, image, mask: keep | tf.not_equal(message, ""))
+    return without_autotune(ds.map(finish))

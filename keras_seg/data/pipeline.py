@@ -17,6 +17,7 @@ from keras_seg.data.augment import fit_and_pad
 from keras_seg.data.augment import train_augment
 from keras_seg.data.errors import tagged
 from keras_seg.data.info import IGNORE_LABEL
+from keras_seg.data.options import without_autotune
 
 
 def pipeline(
@@ -129,7 +130,7 @@ def pipeline(
     if threads:
         options.threading.private_threadpool_size = threads
         options.threading.max_intra_op_parallelism = 1
-    return ds.with_options(options)
+    return without_autotune(ds.with_options(options))
 
 
 def _check(mask: tf.Tensor, num_classes: int | None) -> tf.Tensor:

@@ -43,6 +43,7 @@ from keras_seg.data.info import DatasetInfo
 from keras_seg.data.info import make_lut
 from keras_seg.data.info import static_info
 from keras_seg.data.info import voc_palette
+from keras_seg.data.options import without_autotune
 from keras_seg.data.readers import voc2012
 from keras_seg.data.readers import voc2012_aug
 
@@ -260,4 +261,5 @@ def load_tfds(
         return ok, image[..., :3], tf.cast(mask, tf.uint8)
 
     ds = ds.enumerate().map(convert, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.filter(lambda ok, image, mask: ok).map(lambda ok, image, mask: (image, mask))
+    ds = ds.filter(lambda ok, image, mask: ok).map(lambda ok, image, mask: (image, mask))
+    return without_autotune(ds)
