@@ -76,16 +76,22 @@ def compile_for_training(
     mean_iou = MeanIoU(info.num_classes, ignore_class=info.ignore_label)
     if not isinstance(model.output, dict):
         model.compile(optimizer=build_optimizer(cfg.train), loss=loss, metrics=[mean_iou])
-        return model, None
-    heads = _check_outputs(cfg, model)
-    model.compile(
-        optimizer=build_optimizer(cfg.train),
-        loss={k: loss for k in heads},
-        loss_weights={k: 1.0 if k == MAIN_OUTPUT else cfg.train.aux_loss_weight for k in heads},
-        metrics={MAIN_OUTPUT: [mean_iou]},
-    )
-    saved = keras.Model(model.input, model.output[MAIN_OUTPUT], name=model.name)
-    return saved, lambda x, y: (x, {k: y for k in heads})
+        saved, targets = model, None
+    else:
+        heads = _check_outputs(cfg, model)
+        model.compile(
+            optimizer=build_optimizer(cfg.train),
+            loss={k: loss for k in heads},
+            loss_weights={k: 1.0 if k == MAIN_OUTPUT else cfg.train.aux_loss_weight for k in heads},
+            metrics={MAIN_OUTPUT: [mean_iou]},
+        )
+        saved = keras.Model(model.input, model.output[MAIN_OUTPUT], name=model.name)
+        targets = lambda x, y: (x, {k: y for k in heads})  # noqa: E731
+    # Otherwise Keras builds the optimizer inside the first traced training step, where
+    # creating the slots is slow: the ResNet-34 U-Net's first AdamW step took 10.0 s, and
+    # 0.25 s + 5.7 s when built here (timed with two `train_on_batch` calls, 2026-11-30).
+    model.optimizer.build(model.trainable_variables)
+    return saved, targets
 
 
 def resolve_class_weights(cfg: Config, info: runs.ClassInfo, data_dir) -> list[float] | None:
