@@ -35,6 +35,7 @@ import keras
 from keras import layers
 
 from keras_seg.backbones import register_backbone
+from keras_seg.layers import FusedBatchNorm
 from keras_seg.layers import ResizeToMatch
 
 
@@ -63,7 +64,7 @@ STEM_WIDTH = 64
 
 
 def _bn(x, name: str):
-    return layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=name)(x)
+    return FusedBatchNorm(epsilon=1e-5, momentum=0.9, name=name)(x)
 
 
 def _relu(x, name: str):

@@ -31,6 +31,7 @@ from keras import layers
 from keras_seg.backbones import register_backbone
 from keras_seg.backbones.surgery import keras_application
 from keras_seg.backbones.surgery import pyramid_model
+from keras_seg.layers import FusedBatchNorm
 
 FEATURE_LAYERS = {
     "P1": "expanded_conv_project_BN",
@@ -96,7 +97,7 @@ def make_divisible(value: float, divisor: int = 8) -> int:
 
 def _bn(x, name: str):
     # torchvision BatchNorm2d defaults: eps 1e-5, momentum 0.1 (Keras counts the other way).
-    return layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=name)(x)
+    return FusedBatchNorm(epsilon=1e-5, momentum=0.9, name=name)(x)
 
 
 def _conv_bn_relu6(

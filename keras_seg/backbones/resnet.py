@@ -29,6 +29,7 @@ from keras_seg.backbones.surgery import keras_application
 from keras_seg.backbones.surgery import pyramid_model
 from keras_seg.layers import BN_EPSILON
 from keras_seg.layers import BN_MOMENTUM
+from keras_seg.layers import FusedBatchNorm
 from keras_seg.layers import torch_conv_fan_out
 
 # name -> (blocks per stage conv2..conv5, "basic" / "bottleneck" in the torchvision layout, or
@@ -53,7 +54,7 @@ def feature_layers(blocks: tuple[int, ...]) -> dict[str, str]:
 
 def _bn(x, name: str):
     # torchvision BatchNorm2d defaults: eps 1e-5, momentum 0.1 (Keras counts the other way).
-    return layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)(x)
+    return FusedBatchNorm(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)(x)
 
 
 def _conv(filters: int, kernel_size: int, name: str, **kwargs) -> layers.Conv2D:

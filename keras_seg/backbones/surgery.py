@@ -25,6 +25,8 @@ from typing import Any
 
 import keras
 
+from keras_seg.layers import FusedBatchNorm
+
 # How the convolution that used to stride is dilated: "torchvision" keeps the rate of its input
 # (torchvision `replace_stride_with_dilation`, TF-slim); "smp" gives it the new rate of its stage
 # (segmentation_models.pytorch `replace_strides_with_dilation`).
@@ -172,13 +174,25 @@ def pyramid_model(
     """
     outputs = {level: base.get_layer(layer).output for level, layer in feature_layers.items()}
     features = keras.Model(base.input, outputs, name=name)
-    model = keras.Model.from_config(
-        dilate_config(features.get_config(), output_stride, dilation_rule)
-    )
+    config = dilate_config(features.get_config(), output_stride, dilation_rule)
+    model = keras.Model.from_config(fused_batch_norm_config(config))
     for layer in features.layers:
         if layer.weights:
             model.get_layer(layer.name).set_weights(layer.get_weights())
     return model
+
+
+def fused_batch_norm_config(config: dict[str, Any]) -> dict[str, Any]:
+    """`config` (a functional model's) with every `keras.layers.BatchNormalization` as
+    `keras_seg.layers.FusedBatchNorm`: the same layer and weights, trained through the fused
+    kernel (keras.applications builds plain ones)."""
+    config = copy.deepcopy(config)
+    for layer in config["layers"]:
+        if layer["class_name"] == "BatchNormalization" and layer.get("module") == "keras.layers":
+            layer["module"] = FusedBatchNorm.__module__
+            layer["class_name"] = FusedBatchNorm.__name__
+            layer["registered_name"] = keras.saving.get_registered_name(FusedBatchNorm)
+    return config
 
 
 def keras_application(

@@ -20,6 +20,7 @@ import numpy as np
 from keras import layers
 
 from keras_seg.backbones import register_backbone
+from keras_seg.layers import FusedBatchNorm
 
 # (convolutions, channels at width 64) per block; block k ends with block{k}_pool at stride 2**k.
 VGG16_BLOCKS: tuple[tuple[int, int], ...] = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))
@@ -48,7 +49,7 @@ def vgg_conv(x, filters: int, name: str, batch_norm: bool):
     if not batch_norm:
         return layers.Conv2D(filters, 3, padding="same", activation="relu", name=name)(x)
     x = layers.Conv2D(filters, 3, padding="same", name=name)(x)
-    x = layers.BatchNormalization(epsilon=1e-5, name=f"{name}_bn")(x)
+    x = FusedBatchNorm(epsilon=1e-5, name=f"{name}_bn")(x)
     return layers.Activation("relu", name=f"{name}_relu")(x)
 
 

@@ -38,7 +38,7 @@ from keras_seg.benchmarks.common import write_report
 # Keras layer class -> category; the PyTorch side maps aten ops to the same names.
 LAYER_CATEGORIES = {
     "conv": ("Conv2D", "SeparableConv2D", "DepthwiseConv2D", "Conv2DTranspose"),
-    "batch_norm": ("BatchNormalization", "FoldedBatchNorm"),
+    "batch_norm": ("BatchNormalization", "FusedBatchNorm", "FoldedBatchNorm"),
     "activation": ("Activation", "ReLU"),
     "concat": ("Concatenate",),
     "resize": ("UpSampling2D", "ResizeToMatch", "Resizing"),

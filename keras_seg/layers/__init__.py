@@ -11,6 +11,7 @@ from keras_seg.layers.blocks import stride_safe
 from keras_seg.layers.initializers import BilinearUpsampling
 from keras_seg.layers.initializers import torch_conv_fan_in
 from keras_seg.layers.initializers import torch_conv_fan_out
+from keras_seg.layers.normalization import FusedBatchNorm
 from keras_seg.layers.pooling import AdaptiveAveragePooling2D
 from keras_seg.layers.pooling import pyramid_pooling
 from keras_seg.layers.preprocessing import NORMALIZATIONS
@@ -30,6 +31,7 @@ __all__ = [
     "NORMALIZATIONS",
     "CropToMatch",
     "FoldedBatchNorm",
+    "FusedBatchNorm",
     "Normalize",
     "PadToMultiple",
     "ResizeToMatch",

@@ -8,6 +8,7 @@ import keras
 from keras import layers
 
 from keras_seg.layers.initializers import torch_conv_fan_in
+from keras_seg.layers.normalization import FusedBatchNorm
 from keras_seg.layers.shape import CropToMatch
 from keras_seg.layers.shape import PadToMultiple
 
@@ -53,9 +54,7 @@ def conv_bn_act(
         **init,
     )(x)
     if batch_norm:
-        x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_bn")(
-            x
-        )
+        x = FusedBatchNorm(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
     if activation:
         x = layers.Activation(activation, name=f"{name}_{activation}")(x)
     return x

@@ -99,10 +99,14 @@ def test_int8_unpooling_puts_the_quantized_features_at_the_quantized_argmax(pixe
 
 
 @pytest.mark.slow
-def test_briefly_trained_segnet_agrees_in_int8_on_tie_heavy_images(tmp_path):
+def test_briefly_trained_segnet_on_tie_heavy_images_int8_is_kept_only_when_it_agrees(tmp_path):
     """A SegNet trained for a few hundred steps on posterized, saturated shapes (flat
-    regions, exact ties in the pooling windows) keeps >= 95% of its class map in int8."""
+    regions, exact ties in the pooling windows). Its int8 agreement depends on the run
+    (72-94% over seeds 0-2 with the fused BatchNorm, 92-100% without; README: SegNet is
+    the fragile one): the export is written only at >= 95%, else refused with nothing on
+    disk; fp16 keeps its class map."""
     import keras_seg.export
+    from keras_seg.export.verify import ExportMismatch
 
     (x_train, y_train), (x_val, y_val) = synthetic.splits(256, 16, 128, seed=0)
     x_train, y_train, x_val, y_val = (a[:, 32:96, 32:96] for a in (x_train, y_train, x_val, y_val))
@@ -117,12 +121,18 @@ def test_briefly_trained_segnet_agrees_in_int8_on_tie_heavy_images(tmp_path):
         keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=255),
     )
     model.fit(x_train, y_train, batch_size=8, epochs=6, verbose=0)
-    path = keras_seg.export.tflite(
-        model, tmp_path / "segnet.tflite", "int8", x_train[:32], input_size=64
-    )
+    target = tmp_path / "segnet_int8.tflite"
+    try:
+        path = keras_seg.export.tflite(model, target, "int8", x_train[:32], input_size=64)
+    except ExportMismatch as e:
+        assert "agrees with the Keras model on" in str(e) and "below the required 95%" in str(e)
+        assert not target.exists()
+    else:
+        assert keras_seg.export.verify(model, path, x_val, y_val).pixel_agreement >= 0.95
+    path = keras_seg.export.tflite(model, tmp_path / "segnet_fp16.tflite", "fp16", input_size=64)
     report = keras_seg.export.verify(model, path, x_val, y_val)
     assert report.keras_miou > 0.3, str(report)  # it learned something
-    assert report.pixel_agreement >= 0.95, str(report)
+    assert report.pixel_agreement >= 0.99, str(report)
 
 
 def test_unpooling_layer_has_no_gradient_into_the_indices():
