@@ -35,8 +35,8 @@ import keras
 from keras import layers
 
 from keras_seg.backbones import register_backbone
-from keras_seg.layers import FusedBatchNorm
 from keras_seg.layers import ResizeToMatch
+from keras_seg.layers import pytorch_batch_norm
 
 
 @dataclass(frozen=True)
@@ -63,10 +63,6 @@ TIMM_NAMES = {name: name.replace("hrnetv2_", "hrnet_") for name in VARIANTS}
 STEM_WIDTH = 64
 
 
-def _bn(x, name: str):
-    return FusedBatchNorm(epsilon=1e-5, momentum=0.9, name=name)(x)
-
-
 def _relu(x, name: str):
     return layers.Activation("relu", name=name)(x)
 
@@ -84,11 +80,15 @@ def _block(x, filters: int, name: str, bottleneck: bool):
     out = filters * (4 if bottleneck else 1)
     shortcut = x
     if x.shape[-1] != out:
-        shortcut = _bn(_conv(x, out, 1, f"{name}.downsample.0"), f"{name}.downsample.1")
+        shortcut = pytorch_batch_norm(
+            _conv(x, out, 1, f"{name}.downsample.0"), f"{name}.downsample.1"
+        )
     kernels = (1, 3, 1) if bottleneck else (3, 3)
     for i, kernel in enumerate(kernels, start=1):
         last = i == len(kernels)
-        x = _bn(_conv(x, out if last else filters, kernel, f"{name}.conv{i}"), f"{name}.bn{i}")
+        x = pytorch_batch_norm(
+            _conv(x, out if last else filters, kernel, f"{name}.conv{i}"), f"{name}.bn{i}"
+        )
         if not last:
             x = _relu(x, f"{name}.act{i}")
     x = layers.Add(name=f"{name}.add")([shortcut, x])
@@ -97,7 +97,7 @@ def _block(x, filters: int, name: str, bottleneck: bool):
 
 def _down(x, filters: int, name: str, relu: bool):
     """3x3 stride-2 conv + BN (+ ReLU), as `{name}.0` and `{name}.1`."""
-    x = _bn(_conv(x, filters, 3, f"{name}.0", strides=2), f"{name}.1")
+    x = pytorch_batch_norm(_conv(x, filters, 3, f"{name}.0", strides=2), f"{name}.1")
     return _relu(x, f"{name}.2") if relu else x
 
 
@@ -109,7 +109,8 @@ def _transition(branches: list, channels: list[int], name: str) -> list:
             x = branches[i]
             if x.shape[-1] != filters:
                 x = _relu(
-                    _bn(_conv(x, filters, 3, f"{name}.{i}.0"), f"{name}.{i}.1"), f"{name}.{i}.2"
+                    pytorch_batch_norm(_conv(x, filters, 3, f"{name}.{i}.0"), f"{name}.{i}.1"),
+                    f"{name}.{i}.2",
                 )
             out.append(x)
             continue
@@ -134,7 +135,7 @@ def _module(branches: list, blocks: int, name: str) -> list:
         for j, x in enumerate(branches):
             prefix = f"{name}.fuse_layers.{i}.{j}"
             if j > i:
-                x = _bn(_conv(x, target.shape[-1], 1, f"{prefix}.0"), f"{prefix}.1")
+                x = pytorch_batch_norm(_conv(x, target.shape[-1], 1, f"{prefix}.0"), f"{prefix}.1")
                 x = ResizeToMatch("nearest", name=f"{prefix}.upsample")([x, target])
             elif j < i:
                 for k in range(i - j):
@@ -182,8 +183,8 @@ def hrnet(
             raise ValueError(f"width must be a positive integer, got {width!r}")
         variant = dataclasses.replace(variant, width=width)
     inputs = keras.Input(input_shape, name="images")
-    p1 = _relu(_bn(_conv(inputs, STEM_WIDTH, 3, "conv1", strides=2), "bn1"), "act1")
-    x = _relu(_bn(_conv(p1, 64, 3, "conv2", strides=2), "bn2"), "act2")
+    p1 = _relu(pytorch_batch_norm(_conv(inputs, STEM_WIDTH, 3, "conv1", strides=2), "bn1"), "act1")
+    x = _relu(pytorch_batch_norm(_conv(p1, 64, 3, "conv2", strides=2), "bn2"), "act2")
     for k in range(variant.stage1_blocks):
         x = _block(x, variant.stage1_channels, f"layer1.{k}", bottleneck=True)
     branches = [x]

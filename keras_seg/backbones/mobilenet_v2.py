@@ -31,7 +31,7 @@ from keras import layers
 from keras_seg.backbones import register_backbone
 from keras_seg.backbones.surgery import keras_application
 from keras_seg.backbones.surgery import pyramid_model
-from keras_seg.layers import FusedBatchNorm
+from keras_seg.layers import pytorch_batch_norm
 
 FEATURE_LAYERS = {
     "P1": "expanded_conv_project_BN",
@@ -95,11 +95,6 @@ def make_divisible(value: float, divisor: int = 8) -> int:
     return rounded + divisor if rounded < 0.9 * value else rounded
 
 
-def _bn(x, name: str):
-    # torchvision BatchNorm2d defaults: eps 1e-5, momentum 0.1 (Keras counts the other way).
-    return FusedBatchNorm(epsilon=1e-5, momentum=0.9, name=name)(x)
-
-
 def _conv_bn_relu6(
     x, filters: int | None, kernel: int, strides: int, name: str, bn: str, relu: str
 ):
@@ -116,7 +111,7 @@ def _conv_bn_relu6(
         x = layers.DepthwiseConv2D(kernel, **options)(x)
     else:
         x = layers.Conv2D(filters, kernel, **options)(x)
-    return layers.ReLU(6.0, name=relu)(_bn(x, bn))
+    return layers.ReLU(6.0, name=relu)(pytorch_batch_norm(x, bn))
 
 
 def inverted_residual(x, expansion: int, filters: int, strides: int, name: str):
@@ -132,7 +127,7 @@ def inverted_residual(x, expansion: int, filters: int, strides: int, name: str):
         x, None, 3, strides, f"{name}_depthwise", f"{name}_depthwise_BN", f"{name}_depthwise_relu"
     )
     x = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_project")(x)
-    x = _bn(x, f"{name}_project_BN")
+    x = pytorch_batch_norm(x, f"{name}_project_BN")
     if strides == 1 and inputs.shape[-1] == filters:
         x = layers.Add(name=f"{name}_add")([inputs, x])
     return x

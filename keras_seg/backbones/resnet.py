@@ -27,9 +27,7 @@ from keras import layers
 from keras_seg.backbones import register_backbone
 from keras_seg.backbones.surgery import keras_application
 from keras_seg.backbones.surgery import pyramid_model
-from keras_seg.layers import BN_EPSILON
-from keras_seg.layers import BN_MOMENTUM
-from keras_seg.layers import FusedBatchNorm
+from keras_seg.layers import pytorch_batch_norm
 from keras_seg.layers import torch_conv_fan_out
 
 # name -> (blocks per stage conv2..conv5, "basic" / "bottleneck" in the torchvision layout, or
@@ -50,11 +48,6 @@ def feature_layers(blocks: tuple[int, ...]) -> dict[str, str]:
     for stage, count in enumerate(blocks, start=2):
         levels[f"P{stage}"] = f"conv{stage}_block{count}_out"
     return levels
-
-
-def _bn(x, name: str):
-    # torchvision BatchNorm2d defaults: eps 1e-5, momentum 0.1 (Keras counts the other way).
-    return FusedBatchNorm(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)(x)
 
 
 def _conv(filters: int, kernel_size: int, name: str, **kwargs) -> layers.Conv2D:
@@ -83,11 +76,11 @@ def basic_block(x, filters: int, strides: int, name: str):
     shortcut = x
     if strides != 1 or x.shape[-1] != filters:
         shortcut = _conv(filters, 1, f"{name}_0_conv", strides=strides)(x)
-        shortcut = _bn(shortcut, f"{name}_0_bn")
+        shortcut = pytorch_batch_norm(shortcut, f"{name}_0_bn")
     x = _conv3x3(x, filters, strides, f"{name}_1_conv")
-    x = layers.Activation("relu", name=f"{name}_1_relu")(_bn(x, f"{name}_1_bn"))
+    x = layers.Activation("relu", name=f"{name}_1_relu")(pytorch_batch_norm(x, f"{name}_1_bn"))
     x = _conv3x3(x, filters, 1, f"{name}_2_conv")
-    x = layers.Add(name=f"{name}_add")([shortcut, _bn(x, f"{name}_2_bn")])
+    x = layers.Add(name=f"{name}_add")([shortcut, pytorch_batch_norm(x, f"{name}_2_bn")])
     return layers.Activation("relu", name=f"{name}_out")(x)
 
 
@@ -96,13 +89,13 @@ def bottleneck_block(x, filters: int, strides: int, name: str):
     shortcut = x
     if strides != 1 or x.shape[-1] != 4 * filters:
         shortcut = _conv(4 * filters, 1, f"{name}_0_conv", strides=strides)(x)
-        shortcut = _bn(shortcut, f"{name}_0_bn")
+        shortcut = pytorch_batch_norm(shortcut, f"{name}_0_bn")
     x = _conv(filters, 1, f"{name}_1_conv")(x)
-    x = layers.Activation("relu", name=f"{name}_1_relu")(_bn(x, f"{name}_1_bn"))
+    x = layers.Activation("relu", name=f"{name}_1_relu")(pytorch_batch_norm(x, f"{name}_1_bn"))
     x = _conv3x3(x, filters, strides, f"{name}_2_conv")
-    x = layers.Activation("relu", name=f"{name}_2_relu")(_bn(x, f"{name}_2_bn"))
+    x = layers.Activation("relu", name=f"{name}_2_relu")(pytorch_batch_norm(x, f"{name}_2_bn"))
     x = _conv(4 * filters, 1, f"{name}_3_conv")(x)
-    x = layers.Add(name=f"{name}_add")([shortcut, _bn(x, f"{name}_3_bn")])
+    x = layers.Add(name=f"{name}_add")([shortcut, pytorch_batch_norm(x, f"{name}_3_bn")])
     return layers.Activation("relu", name=f"{name}_out")(x)
 
 
@@ -133,12 +126,14 @@ def torchvision_resnet(
         x = inputs
         for i, strides in ((1, 2), (2, 1)):
             x = _conv3x3(x, width // 2, strides, f"conv1_{i}_conv")
-            x = layers.Activation("relu", name=f"conv1_{i}_relu")(_bn(x, f"conv1_{i}_bn"))
+            x = layers.Activation("relu", name=f"conv1_{i}_relu")(
+                pytorch_batch_norm(x, f"conv1_{i}_bn")
+            )
         x = _conv3x3(x, width, 1, "conv1_conv")
     else:
         x = layers.ZeroPadding2D(3, name="conv1_pad")(inputs)
         x = _conv(width, 7, "conv1_conv", strides=2)(x)
-    x = layers.Activation("relu", name="conv1_relu")(_bn(x, "conv1_bn"))
+    x = layers.Activation("relu", name="conv1_relu")(pytorch_batch_norm(x, "conv1_bn"))
     # Zero padding before the max-pool equals torch's -inf padding: inputs are >= 0 after ReLU.
     x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
     x = layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)

@@ -7,6 +7,7 @@ from keras_seg.layers.blocks import BN_MOMENTUM
 from keras_seg.layers.blocks import FoldedBatchNorm
 from keras_seg.layers.blocks import conv_bn_act
 from keras_seg.layers.blocks import logits_head
+from keras_seg.layers.blocks import pytorch_batch_norm
 from keras_seg.layers.blocks import stride_safe
 from keras_seg.layers.initializers import BilinearUpsampling
 from keras_seg.layers.initializers import torch_conv_fan_in
@@ -36,6 +37,7 @@ __all__ = [
     "PadToMultiple",
     "ResizeToMatch",
     "aspp",
+    "pytorch_batch_norm",
     "conv_bn_act",
     "logits_head",
     "pyramid_pooling",

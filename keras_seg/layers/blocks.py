@@ -23,6 +23,11 @@ BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9
 
 
+def pytorch_batch_norm(x, name: str):
+    """`FusedBatchNorm` with PyTorch's `BatchNorm2d` defaults (`BN_EPSILON`, `BN_MOMENTUM`)."""
+    return FusedBatchNorm(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)(x)
+
+
 def conv_bn_act(
     x,
     filters: int,
@@ -54,7 +59,7 @@ def conv_bn_act(
         **init,
     )(x)
     if batch_norm:
-        x = FusedBatchNorm(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
+        x = pytorch_batch_norm(x, f"{name}_bn")
     if activation:
         x = layers.Activation(activation, name=f"{name}_{activation}")(x)
     return x
