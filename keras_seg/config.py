@@ -127,8 +127,9 @@ class TrainConfig:
             0.4 as in PSPNet. The saved and exported models keep the main output only.
         class_weights: per-class loss weights, "median_frequency" (computed from the training
             split, as in SegNet) or null.
-        precision: "auto" (mixed_float16 on GPU, float32 on CPU: see
-            `keras_seg.training.distribution.auto_precision`), "float32",
+        precision: "auto" (mixed_float16 on GPU, mixed_bfloat16 on CPUs with native
+            bfloat16, else float32: see `keras_seg.training.distribution.auto_precision`),
+            "float32",
             "mixed_float16" or "mixed_bfloat16".
         distribution: "auto" (MirroredStrategy with several GPUs, else one device),
             "one_device", "mirrored" or "multi_worker" (MultiWorkerMirroredStrategy, TF_CONFIG).

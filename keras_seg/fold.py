@@ -103,11 +103,14 @@ def _folded_weights(conv: keras.layers.Layer, bn: keras.layers.BatchNormalizatio
     return [*kernels, bias * scale + shift]
 
 
-def fold_batch_norm(model: keras.Model) -> keras.Model:
+def fold_batch_norm(model: keras.Model, dtype: str | None = None) -> keras.Model:
     """A copy of `model` for inference with each Conv -> BatchNorm pair folded into the conv.
 
     Args:
         model: a Functional `keras.Model` (nested Functional models are folded too).
+        dtype: a Keras dtype policy for every layer of the copy, e.g. "float32" for a model
+            trained in mixed precision whose exports must compute in float32 (TFLite has no
+            bfloat16 kernels); None keeps each layer's policy.
 
     Returns:
         A new Functional model (`model` itself when nothing folds) with the same inputs,
@@ -116,15 +119,17 @@ def fold_batch_norm(model: keras.Model) -> keras.Model:
         is not changed.
     """
     pairs = foldable_pairs(model)
-    if not pairs:
+    if not pairs and all(_has_policy(layer, dtype) for layer in walk_layers(model)):
         return model
     convs = {id(conv) for conv in pairs.values()}
     copies: list[tuple[keras.layers.Layer, keras.layers.Layer]] = []
 
     def clone(layer):
         if id(layer) in pairs:
-            return FoldedBatchNorm(name=layer.name, dtype=layer.dtype_policy.name)
+            return FoldedBatchNorm(name=layer.name, dtype=dtype or layer.dtype_policy.name)
         config = layer.get_config()
+        if dtype is not None:
+            config["dtype"] = dtype
         if id(layer) in convs:
             config["use_bias"] = True
             config["bias_initializer"] = "zeros"
@@ -143,12 +148,20 @@ def fold_batch_norm(model: keras.Model) -> keras.Model:
     return folded
 
 
-def inference_model(model: keras.Model) -> keras.Model:
-    """`fold_batch_norm(model)`, or `model` itself with a warning when it cannot be cloned
-    (a subclassed model, a custom layer without `get_config`): the default of the inference
-    paths, which must not fail on a model that runs."""
+def _has_policy(layer: keras.layers.Layer, dtype: str | None) -> bool:
+    return (
+        dtype is None
+        or isinstance(layer, keras.layers.InputLayer)
+        or (layer.dtype_policy.name == dtype)
+    )
+
+
+def inference_model(model: keras.Model, dtype: str | None = None) -> keras.Model:
+    """`fold_batch_norm(model, dtype)`, or `model` itself with a warning when it cannot be
+    cloned (a subclassed model, a custom layer without `get_config`): the default of the
+    inference paths, which must not fail on a model that runs."""
     try:
-        return fold_batch_norm(model)
+        return fold_batch_norm(model, dtype)
     except (ValueError, TypeError, NotImplementedError) as error:
         warnings.warn(
             f"BatchNorm not folded in {model.name!r} ({type(error).__name__}: {error}); "

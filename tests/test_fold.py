@@ -127,3 +127,50 @@ def test_a_model_that_cannot_be_cloned_runs_unfolded():
     with pytest.warns(UserWarning, match="not folded"):
         got = Predictor(model).logits(x)
     np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def _policies(model: keras.Model) -> set[str]:
+    return {
+        layer.dtype_policy.name
+        for layer in walk_layers(model)
+        if not isinstance(layer, keras.layers.InputLayer)
+    }
+
+
+@pytest.mark.parametrize("name", keras_seg.list_models())
+def test_a_mixed_precision_model_folds_into_a_float32_copy(name):
+    # What the exports run for a model trained in mixed precision (the CPU default where the
+    # CPU has native bfloat16): every layer in float32, logits those of the float32 model
+    # with the same weights.
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    mixed = small_model(name)
+    randomize_batch_norm(mixed)
+    keras.mixed_precision.set_global_policy("float32")
+    plain = small_model(name)
+    plain.set_weights(mixed.get_weights())
+    assert "mixed_bfloat16" in _policies(mixed)
+    copy = fold_batch_norm(mixed, dtype="float32")
+    assert _policies(copy) == {"float32"}
+    assert "mixed_bfloat16" in _policies(mixed), "the model itself is not changed"
+    x = random_images(2, 64, 80)
+    want = plain(x, training=False).numpy()
+    got = copy(x, training=False).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+def test_a_mixed_precision_model_without_batch_norm_is_still_copied_to_float32():
+    inputs = keras.Input((None, None, 3))
+    outputs = keras.layers.Conv2D(2, 3, padding="same", dtype="mixed_bfloat16")(inputs)
+    model = keras.Model(inputs, outputs)
+    assert foldable_pairs(model) == {}
+    assert fold_batch_norm(model) is model
+    copy = fold_batch_norm(model, dtype="float32")
+    assert _policies(copy) == {"float32"}
+    x = random_images(1, 8, 8)
+    np.testing.assert_allclose(
+        copy(x).numpy(),
+        keras.ops.convert_to_numpy(keras.ops.conv(x, model.weights[0], padding="same"))
+        + model.weights[1].numpy(),
+        rtol=1e-5,
+        atol=1e-4,
+    )

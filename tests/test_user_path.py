@@ -80,7 +80,7 @@ def write_folder_dataset(root: Path, size: int = SIZE) -> Path:
     return root
 
 
-def write_config(path: Path, model: str) -> Path:
+def write_config(path: Path, model: str, precision: str = "float32") -> Path:
     recipe = {**RECIPE, **RECIPE_BY_MODEL.get(model, {})}
     options = {**keras_seg.get_spec(model).small_config, **recipe.get("options", {})}
     backbone = recipe.get("backbone", options.pop("backbone", None))
@@ -100,7 +100,7 @@ def write_config(path: Path, model: str) -> Path:
             "optimizer": "adamw",
             "learning_rate": recipe["learning_rate"],
             "weight_decay": 1.0e-4,
-            "precision": "float32",
+            "precision": precision,
             "distribution": "one_device",
             "checkpoint_every": recipe["steps"],
         },
@@ -175,6 +175,34 @@ def test_train_evaluate_predict_export_in_fresh_processes(model, datasets, tmp_p
         assert parity["keras_miou"] is not None, "checked on the run's labelled val images"
         agreement[q] = parity["pixel_agreement"]
     print(model, {q: f"{100 * a:.2f}%" for q, a in agreement.items()})
+
+
+@pytest.mark.slow
+def test_a_bfloat16_run_evaluates_and_exports_in_float32(dataset, tmp_path):
+    # mixed_bfloat16 is what `precision: auto` trains in on CPUs with native bfloat16; TFLite
+    # has no bfloat16 kernels, so the exports must run the same weights in float32.
+    config = write_config(tmp_path / "config.yaml", "unet", precision="mixed_bfloat16")
+    run = tmp_path / "run"
+    done = run_cli("train", "--config", str(config), "--data-dir", str(dataset),
+                   "--model-dir", str(run), cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "policy mixed_bfloat16" in done.stdout
+    assert json.loads((run / "metrics.json").read_text())["precision"] == "mixed_bfloat16"
+
+    done = run_cli("evaluate", "--checkpoint", str(run), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((run / "eval_val.json").read_text())["miou"] >= MIN_MIOU
+
+    done = run_cli("export", "--model", str(run), "--format", "saved_model", "tflite",
+                   "--quantize", "none", "int8", cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, f"{done.stderr[-3000:]}\n{done.stdout[-3000:]}"
+    assert "computes in mixed_bfloat16; its exports compute in float32" in done.stdout
+    for name, least in [("saved_model/saved_model.pb", None), ("unet_fp32.tflite", 0.9999),
+                        ("unet_int8.tflite", 0.95)]:  # fmt: skip
+        assert (run / "export" / name).exists(), name
+        if least is not None:
+            report = (run / "export" / name).with_suffix(".json").read_text()
+            assert json.loads(report)["extra"]["parity"]["pixel_agreement"] >= least, name
 
 
 def _stderr_line(done: subprocess.CompletedProcess) -> str:

@@ -3,8 +3,8 @@
 Trains one config twice through `keras-seg train` (each run in its own process, the same
 seed, data and steps), once per `--precisions` entry (default float32 and mixed_bfloat16),
 and compares the full-resolution validation mIoU of `best.keras` and the training time.
-`train.precision: auto` would pick mixed_bfloat16 on CPUs with native bfloat16 only if this
-check held (it did not: see `keras_seg.training.distribution.auto_precision`); the command
+`train.precision: auto` picks mixed_bfloat16 on CPUs with native bfloat16 because this check
+held (see `keras_seg.training.distribution.auto_precision`); the command
 exits 1 (after writing its JSON) when a reduced precision loses more than `--max-loss` mIoU
 points against the first precision, so the promise is checked where its figure is produced.
 

@@ -31,17 +31,21 @@ def channels_of(model: keras.Model) -> int:
     return int(channels)
 
 
-def logits_fn(model: keras.Model, fold: bool = True) -> Callable[[tf.Tensor], tf.Tensor]:
+def logits_fn(model: keras.Model) -> Callable[[tf.Tensor], tf.Tensor]:
     """`float32 [B, h, w, C] pixels 0..255 -> float32 logits [B, h, w, num_classes]`.
 
     A model with a fixed input size sees its input bilinearly resized to that size and its
-    logits resized back, so every export takes any image size. With `fold` (default) the
-    graph runs `keras_seg.fold.fold_batch_norm(model)`: BatchNorm folded into the
+    logits resized back, so every export takes any image size. The graph runs
+    `keras_seg.fold.inference_model(model, dtype="float32")`: BatchNorm folded into the
     convolutions, as the TFLite converter does by itself, so a SavedModel served on CPU skips
-    the BatchNorm passes too (the exports' agreement checks compare with `model` itself).
+    the BatchNorm passes too; and every layer computing in float32, so a model trained in
+    mixed precision (`precision: auto` is mixed_bfloat16 on CPUs with native bfloat16)
+    exports with its float32 weights as they are: TFLite has no bfloat16 kernels, and a
+    float32 SavedModel serves on any machine. The exports' agreement checks run this same
+    function for the Keras side, so they compare float32 with float32.
     """
     fixed_h, fixed_w = model.input_shape[1:3]
-    model = inference_model(model) if fold else model
+    model = inference_model(model, dtype="float32")
 
     def run(images: tf.Tensor) -> tf.Tensor:
         if fixed_h is None and fixed_w is None:

@@ -57,15 +57,37 @@ def is_chief() -> bool:
     return kind == "worker" and index == 0 and not has_chief
 
 
-def auto_precision() -> str:
-    """What `precision: auto` means on this machine: mixed_float16 on a GPU, else float32.
+# CPU flags (Linux /proc/cpuinfo) of native bfloat16 arithmetic, which oneDNN uses for
+# bfloat16 convolutions and matmuls; without them bfloat16 is emulated and slower than float32.
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
-    Not mixed_bfloat16 on CPUs, even those with native bfloat16 (AVX512-BF16, AMX): on the
-    2-core AVX512-BF16 EPYC the ISBI 2012 U-Net trained with it lost 1.21 validation mIoU
-    points against float32 for 1.16x the speed (`keras-seg benchmark precision`,
-    bench_results/precision.json), more than the 0.5 points we accept for a default.
+
+def cpu_has_native_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """True when the CPU lists AVX512-BF16 or AMX-BF16 (Linux; False where unreadable)."""
+    try:
+        text = open(cpuinfo, encoding="utf-8", errors="replace").read()
+    except OSError:
+        return False
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.partition(":")[2].split())
+    return any(flag in flags for flag in NATIVE_BF16_FLAGS)
+
+
+def auto_precision() -> str:
+    """What `precision: auto` means on this machine.
+
+    mixed_float16 on a GPU; mixed_bfloat16 on CPUs with native bfloat16 (AVX512-BF16, AMX);
+    else float32. The CPU choice rests on `keras-seg benchmark precision` (the ISBI 2012
+    U-Net, same seed and steps, 2-core AVX512-BF16 EPYC): bfloat16 lost 0.14 validation
+    mIoU points against float32 at 1.53x the training speed with seed 0
+    (bench_results/precision.json) and gained 0.21 at 1.54x with seed 1
+    (precision_seed1.json), within the 0.5 points we accept for a default.
     """
-    return "mixed_float16" if tf.config.list_physical_devices("GPU") else "float32"
+    if tf.config.list_physical_devices("GPU"):
+        return "mixed_float16"
+    return "mixed_bfloat16" if cpu_has_native_bfloat16() else "float32"
 
 
 def set_precision(policy: str) -> str:

@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from keras_seg.config import TrainConfig
+from keras_seg.training import distribution
 from keras_seg.training.distribution import build_strategy
 from keras_seg.training.distribution import is_chief
 from keras_seg.training.distribution import set_precision
@@ -87,8 +88,12 @@ def test_adamw_epsilon_is_pytorchs(layerwise):
 
 def test_precision_and_single_device_strategy(monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
-    # No GPU here; float32 even on native-bfloat16 CPUs (bench_results/precision.json).
+    # No GPU here: auto is mixed_bfloat16 on CPUs with native bfloat16
+    # (bench_results/precision*.json), else float32.
+    monkeypatch.setattr(distribution, "cpu_has_native_bfloat16", lambda: False)
     assert set_precision("auto") == "float32"
+    monkeypatch.setattr(distribution, "cpu_has_native_bfloat16", lambda: True)
+    assert set_precision("auto") == "mixed_bfloat16"
     assert set_precision("mixed_bfloat16") == "mixed_bfloat16"
     assert keras.mixed_precision.dtype_policy().name == "mixed_bfloat16"
     assert build_strategy("auto").num_replicas_in_sync == 1
@@ -97,6 +102,21 @@ def test_precision_and_single_device_strategy(monkeypatch):
         build_strategy("tpu")
     with pytest.raises(ValueError, match="needs TF_CONFIG"):
         build_strategy("multi_worker")
+
+
+@pytest.mark.parametrize(
+    "flags, native",
+    [
+        ("fpu sse avx2 avx512f avx512_bf16 vaes", True),
+        ("fpu sse avx2 amx_bf16 amx_tile amx_int8", True),
+        ("fpu sse avx2 avx512f avx512_vnni", False),
+    ],
+)
+def test_native_bfloat16_from_cpuinfo(tmp_path, flags, native):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
+    assert distribution.cpu_has_native_bfloat16(str(cpuinfo)) is native
+    assert distribution.cpu_has_native_bfloat16(str(tmp_path / "missing")) is False
 
 
 @pytest.mark.parametrize(
