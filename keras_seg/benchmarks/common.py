@@ -149,7 +149,9 @@ def serve_worker(setup: Callable[[], tuple[dict[str, Any], dict[str, Call]]], wa
     """Serve timing requests as JSON lines on stdin/stdout until `{"op": "quit"}`.
 
     `setup()` builds the model and returns (info, calls); every call is then run `warmup`
-    times, the worker answers `{"ready": true, "info": ...}`, and each
+    times, in the order of `calls`, the worker answers `{"ready": true, "info": ...,
+    "peak_rss_warm_mib", "peak_rss_warm_by_key_mib": {key: peak RSS after warming up the
+    calls up to that one}}` (so the calls a setup puts first are measured alone), and each
     `{"op": "measure", "key": K, "iters": N}` runs call K N times (or its own count) and
     answers `{"key", "start" (time.time()), "elapsed_s", "calls", "images_per_s"}`;
     `{"op": "rss"}` answers the peak RSS so far. An exception answers `{"error": one line}`
@@ -166,10 +168,19 @@ def serve_worker(setup: Callable[[], tuple[dict[str, Any], dict[str, Call]]], wa
 
     try:
         info, calls = setup()
-        for fn, _, _ in calls.values():
+        by_key = {}
+        for key, (fn, _, _) in calls.items():
             for _ in range(warmup):
                 fn()
-        answer({"ready": True, "info": info, "peak_rss_warm_mib": peak_rss_mib()})
+            by_key[key] = peak_rss_mib()
+        answer(
+            {
+                "ready": True,
+                "info": info,
+                "peak_rss_warm_mib": peak_rss_mib(),
+                "peak_rss_warm_by_key_mib": by_key,
+            }
+        )
         for line in sys.stdin:
             request = json.loads(line)
             if request["op"] == "quit":

@@ -25,7 +25,9 @@ model compiled with SMP's loss and optimizer, `fit` over `--iters` steps and a
 forward/loss/backward/step. The ratio is keras_seg's user path / the best peer in images/s;
 the inner ratio uses keras_seg's inner path. Inference and training of each row, library
 and precision run in separate workers, so the peak RSS reported after each phase is that
-phase's own. keras-hub's DeepLabV3 (ResNet50-vd, ASPP at stride 32: not the same network) is
+phase's own; the report also gives each worker's peak after warming up its user path alone
+(keras_seg's worker warms that path first, before `predict`/`fit` and the inner function
+trace graphs of their own), which is what a process that trains or predicts one way holds. keras-hub's DeepLabV3 (ResNet50-vd, ASPP at stride 32: not the same network) is
 an optional peer of the DeepLabV3+ row: `--keras-hub-python` names a Python with keras-hub,
 TensorFlow and keras_seg's requirements.
 
@@ -206,6 +208,11 @@ def keras_setup(job: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
                 1,
             )
             calls[f"{name}/inner"] = (lambda x=tx, y=ty: inner(x, y), b, None)
+    # The user path's calls first: the worker's peak RSS after warming them up is that of a
+    # process that only ever ran the user path (the other paths trace graphs of their own).
+    calls = dict(
+        sorted(calls.items(), key=lambda kv: kv[0].split("/")[1] != USER_PATH[job["phase"]])
+    )
     info = {
         "params": sum(math.prod(v.shape) for v in model.trainable_weights),  # as PyTorch's
         "params_all": model.count_params(),
@@ -282,7 +289,14 @@ def run_group(args, row: str, precision: str, phase: str, cases, libraries, tmp:
             log = tmp / f"{row}-{precision}-{phase}-{library}.log"
             workers[library] = Worker(name, _command(library, args, job), env, log, args.timeout)
         for library, ready in wait_ready(workers, args.timeout).items():
-            group["workers"][library] = {**ready["info"], "rss_warm": ready["peak_rss_warm_mib"]}
+            user = _paths(library, phase)[0]
+            by_key = ready["peak_rss_warm_by_key_mib"]
+            group["workers"][library] = {
+                **ready["info"],
+                "rss_warm": ready["peak_rss_warm_mib"],
+                "rss_user_path_warm": max(v for k, v in by_key.items() if k.endswith("/" + user)),
+                "rss_warm_by_key": by_key,
+            }
         for round_ in range(args.rounds):
             for case in cases:
                 for library in libraries:

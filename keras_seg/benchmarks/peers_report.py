@@ -66,6 +66,7 @@ def summarise(groups: list[dict], user_path: dict, inner_path: dict) -> dict[str
                 }
             )
         rss = {lib: w["peak_rss_mib"] for lib, w in group["workers"].items()}
+        user = {lib: w["rss_user_path_warm"] for lib, w in group["workers"].items()}
         memory.append(
             {
                 "row": group["row"],
@@ -73,6 +74,8 @@ def summarise(groups: list[dict], user_path: dict, inner_path: dict) -> dict[str
                 "phase": phase,
                 "peak_rss_mib": rss,
                 "ratio": rss["keras_seg"] / rss["smp"],
+                "user_path_rss_mib": user,
+                "user_path_ratio": user["keras_seg"] / user["smp"],
             }
         )
     return {"cases": cases, "memory": memory, "groups": groups}
@@ -104,6 +107,7 @@ def markdown(payload: dict[str, Any]) -> str:
         "inner / peer",
         "spread keras_seg / peer",
         "peak RSS MiB keras_seg / peer (ratio)",
+        "user path peak RSS MiB keras_seg / peer (ratio)",
     ]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for c in results["cases"]:
@@ -126,12 +130,16 @@ def markdown(payload: dict[str, Any]) -> str:
             f"{ours[c['user_path']]['spread']:.0%} / {peer[peer_path]['spread']:.0%}",
             f"{rss['peak_rss_mib']['keras_seg']:.0f} / "
             f"{rss['peak_rss_mib'][c['best_peer']]:.0f} ({rss['ratio']:.2f})",
+            f"{rss['user_path_rss_mib']['keras_seg']:.0f} / "
+            f"{rss['user_path_rss_mib'][c['best_peer']]:.0f} ({rss['user_path_ratio']:.2f})",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
         "Ratios are of median images/s; the peer is the fastest one (SMP unless named); "
         "spread = (max - min) / median over the rounds; RSS is each phase's worker's peak "
-        "(inference and training in separate processes), ratio keras_seg / SMP.",
+        "(inference and training in separate processes), ratio keras_seg / SMP; user path "
+        "RSS is the worker's peak after warming up the user path (--warmup calls per case) "
+        "before any other path.",
     ]
     return "\n".join(lines) + "\n"

@@ -54,8 +54,14 @@ def test_samples_interleave_and_figures_follow_from_them(tmp_path):
         assert {s["path"] for s in samples if s["library"] == "keras_seg"} == set(
             peers._paths("keras_seg", group["phase"])
         )
-        for worker in group["workers"].values():
-            assert worker["peak_rss_mib"] >= worker["rss_warm"] > 50
+        for library, worker in group["workers"].items():
+            assert worker["peak_rss_mib"] >= worker["rss_warm"] >= worker["rss_user_path_warm"] > 50
+            # Warmed up in order, the user path first: its peak is that of the user path alone.
+            keys = list(worker["rss_warm_by_key"])
+            first = peers._paths(library, group["phase"])[0]
+            user_keys = [k for k in keys if k.endswith("/" + first)]
+            assert keys[: len(user_keys)] == user_keys and user_keys
+            assert worker["rss_user_path_warm"] == worker["rss_warm_by_key"][user_keys[-1]]
             assert worker["params"] > 1e6
         # The same network on both sides (trainable parameters: PyTorch's count).
         assert group["workers"]["keras_seg"]["params"] == group["workers"]["smp"]["params"]
@@ -75,8 +81,9 @@ def test_samples_interleave_and_figures_follow_from_them(tmp_path):
         assert case["ratio"] == pytest.approx(ours[case["user_path"]]["median"] / peer)
         assert case["ratio_inner"] == pytest.approx(ours["inner"]["median"] / peer)
     for memory in results["memory"]:
-        rss = memory["peak_rss_mib"]
+        rss, user = memory["peak_rss_mib"], memory["user_path_rss_mib"]
         assert memory["ratio"] == pytest.approx(rss["keras_seg"] / rss["smp"])
+        assert memory["user_path_ratio"] == pytest.approx(user["keras_seg"] / user["smp"])
 
     table = md.read_text()
     assert "keras-seg benchmark peers --small" in table.splitlines()[0]
@@ -136,7 +143,7 @@ def test_the_fastest_peer_is_the_reference():
         "precision": "bf16",
         "phase": "inference",
         "workers": {
-            lib: {"peak_rss_mib": rss}
+            lib: {"peak_rss_mib": rss, "rss_user_path_warm": rss - 10}
             for lib, rss in [("keras_seg", 300), ("smp", 200), ("keras_hub", 400)]
         },
         "samples": [
