@@ -25,6 +25,7 @@ from typing import Any
 
 import keras
 
+from keras_seg.layers import AtrousConv2D
 from keras_seg.layers import FusedBatchNorm
 
 # How the convolution that used to stride is dilated: "torchvision" keeps the rate of its input
@@ -175,23 +176,33 @@ def pyramid_model(
     outputs = {level: base.get_layer(layer).output for level, layer in feature_layers.items()}
     features = keras.Model(base.input, outputs, name=name)
     config = dilate_config(features.get_config(), output_stride, dilation_rule)
-    model = keras.Model.from_config(fused_batch_norm_config(config))
+    model = keras.Model.from_config(keras_seg_layers_config(config))
     for layer in features.layers:
         if layer.weights:
             model.get_layer(layer.name).set_weights(layer.get_weights())
     return model
 
 
-def fused_batch_norm_config(config: dict[str, Any]) -> dict[str, Any]:
-    """`config` (a functional model's) with every `keras.layers.BatchNormalization` as
-    `keras_seg.layers.FusedBatchNorm`: the same layer and weights, trained through the fused
-    kernel (keras.applications builds plain ones)."""
+def keras_seg_layers_config(config: dict[str, Any]) -> dict[str, Any]:
+    """`config` (a functional model's) with keras_seg's faster equivalents of two Keras
+    layers, with the same arguments and weights: every `keras.layers.BatchNormalization` as
+    `FusedBatchNorm` (trained through the fused kernel; keras.applications builds plain
+    ones), and every dilated `keras.layers.Conv2D` (the surgery's) as `AtrousConv2D` (one
+    Conv2D op instead of space-to-batch)."""
     config = copy.deepcopy(config)
     for layer in config["layers"]:
-        if layer["class_name"] == "BatchNormalization" and layer.get("module") == "keras.layers":
-            layer["module"] = FusedBatchNorm.__module__
-            layer["class_name"] = FusedBatchNorm.__name__
-            layer["registered_name"] = keras.saving.get_registered_name(FusedBatchNorm)
+        if layer.get("module") != "keras.layers":
+            continue
+        cls = layer["class_name"]
+        if cls == "BatchNormalization":
+            new = FusedBatchNorm
+        elif cls == "Conv2D" and max(_pair(layer["config"]["dilation_rate"])) > 1:
+            new = AtrousConv2D
+        else:
+            continue
+        layer["module"] = new.__module__
+        layer["class_name"] = new.__name__
+        layer["registered_name"] = keras.saving.get_registered_name(new)
     return config
 
 

@@ -9,6 +9,8 @@ from keras_seg.layers.blocks import conv_bn_act
 from keras_seg.layers.blocks import logits_head
 from keras_seg.layers.blocks import pytorch_batch_norm
 from keras_seg.layers.blocks import stride_safe
+from keras_seg.layers.convolution import AtrousConv2D
+from keras_seg.layers.convolution import conv2d_class
 from keras_seg.layers.initializers import BilinearUpsampling
 from keras_seg.layers.initializers import torch_conv_fan_in
 from keras_seg.layers.initializers import torch_conv_fan_out
@@ -27,6 +29,7 @@ __all__ = [
     "BN_EPSILON",
     "BN_MOMENTUM",
     "AdaptiveAveragePooling2D",
+    "AtrousConv2D",
     "BilinearUpsampling",
     "MaxUnpooling2D",
     "NORMALIZATIONS",
@@ -37,6 +40,7 @@ __all__ = [
     "PadToMultiple",
     "ResizeToMatch",
     "aspp",
+    "conv2d_class",
     "pytorch_batch_norm",
     "conv_bn_act",
     "logits_head",
