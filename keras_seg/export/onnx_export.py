@@ -17,6 +17,7 @@ from keras_seg.export import graph
 from keras_seg.export.metadata import ExportMetadata
 from keras_seg.export.verify import default_check_images
 from keras_seg.export.verify import publish_checked
+from keras_seg.layers import keras_dilated_convolution
 
 OUTPUTS = ("class_map", "probabilities")
 
@@ -81,9 +82,10 @@ def onnx(
     meta.extra = {**meta.extra, "format": "onnx", "outputs": list(OUTPUTS)}
 
     def write(target: Path) -> Path:
-        tf2onnx.convert.from_function(
-            serve, input_signature=[spec], opset=opset, output_path=str(target)
-        )
+        with keras_dilated_convolution():  # see keras_seg.layers.convolution
+            tf2onnx.convert.from_function(
+                serve, input_signature=[spec], opset=opset, output_path=str(target)
+            )
         meta.write(target.parent, json_name=f"{target.stem}.json")
         return target
 

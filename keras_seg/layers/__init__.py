@@ -11,6 +11,7 @@ from keras_seg.layers.blocks import pytorch_batch_norm
 from keras_seg.layers.blocks import stride_safe
 from keras_seg.layers.convolution import AtrousConv2D
 from keras_seg.layers.convolution import conv2d_class
+from keras_seg.layers.convolution import keras_dilated_convolution
 from keras_seg.layers.initializers import BilinearUpsampling
 from keras_seg.layers.initializers import torch_conv_fan_in
 from keras_seg.layers.initializers import torch_conv_fan_out
@@ -41,6 +42,7 @@ __all__ = [
     "ResizeToMatch",
     "aspp",
     "conv2d_class",
+    "keras_dilated_convolution",
     "pytorch_batch_norm",
     "conv_bn_act",
     "logits_head",

@@ -9,14 +9,34 @@ gradients. Measured on the 2-core EPYC (float32, forward and both gradients, 3x3
 channels at 16x16, batch 4: DeepLabV3+ ResNet-50's ASPP at 256x256 input): rate 2 82 -> 69 ms,
 rate 6 171 -> 57, rate 12 457 -> 110, rate 18 722 -> 80.
 
+ONNX is the exception: ONNX Runtime refuses a dilated Conv with `auto_pad` SAME, which
+tf2onnx makes of the op, but converts the space-to-batch form, so the ONNX export traces
+inside `keras_dilated_convolution()`. (Explicit pads instead of SAME would suit ONNX but send
+the gradient to TensorFlow's Eigen kernels, which refuse dilations on the CPU.)
+
 Only Conv2D: TensorFlow's depthwise kernels with `dilations` give a wrong input gradient on
 the CPU (checked with TF 2.21), so `DepthwiseConv2D` / `SeparableConv2D` keep Keras' path.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import keras
 import tensorflow as tf
+
+_KERAS_PATH = [False]
+
+
+@contextlib.contextmanager
+def keras_dilated_convolution() -> Iterator[None]:
+    """Within it, `AtrousConv2D` traces Keras' space-to-batch form (for the ONNX export)."""
+    before, _KERAS_PATH[0] = _KERAS_PATH[0], True
+    try:
+        yield
+    finally:
+        _KERAS_PATH[0] = before
 
 
 @keras.saving.register_keras_serializable(package="keras_seg")
@@ -28,7 +48,8 @@ class AtrousConv2D(keras.layers.Conv2D):
 
     def convolution_op(self, inputs, kernel):
         native = (
-            keras.backend.backend() == "tensorflow"
+            not _KERAS_PATH[0]
+            and keras.backend.backend() == "tensorflow"
             and self.data_format == "channels_last"
             and max(self.dilation_rate) > 1
             and max(self.strides) == 1

@@ -14,6 +14,7 @@ import keras_seg
 from keras_seg.fold import walk_layers
 from keras_seg.layers import AtrousConv2D
 from keras_seg.layers import conv2d_class
+from keras_seg.layers import keras_dilated_convolution
 from tests.helpers import random_images
 
 torch = pytest.importorskip("torch")
@@ -68,6 +69,10 @@ def test_a_traced_dilated_convolution_is_one_conv2d_op():
     # Keras' own Conv2D takes the space-to-batch path: the reason for the layer.
     plain = keras.layers.Conv2D(5, 3, padding="same", dilation_rate=12)
     fn = tf.function(lambda x: plain(x)).get_concrete_function(tf.TensorSpec([1, 32, 32, 6]))
+    assert "SpaceToBatchND" in {op.type for op in fn.graph.get_operations()}
+    # What the ONNX export traces (ONNX Runtime refuses a dilated Conv with SAME auto_pad).
+    with keras_dilated_convolution():
+        fn = tf.function(lambda x: layer(x)).get_concrete_function(tf.TensorSpec([1, 32, 32, 6]))
     assert "SpaceToBatchND" in {op.type for op in fn.graph.get_operations()}
 
 
