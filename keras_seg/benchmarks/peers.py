@@ -27,7 +27,8 @@ the inner ratio uses keras_seg's inner path. Inference and training of each row,
 and precision run in separate workers, so the peak RSS reported after each phase is that
 phase's own; the report also gives each worker's peak after warming up its user path alone
 (keras_seg's worker warms that path first, before `predict`/`fit` and the inner function
-trace graphs of their own), which is what a process that trains or predicts one way holds. keras-hub's DeepLabV3 (ResNet50-vd, ASPP at stride 32: not the same network) is
+trace graphs of their own), which is what a process that trains or predicts one way holds.
+keras-hub's DeepLabV3 (ResNet50-vd, ASPP at stride 32: not the same network) is
 an optional peer of the DeepLabV3+ row: `--keras-hub-python` names a Python with keras-hub,
 TensorFlow and keras_seg's requirements.
 

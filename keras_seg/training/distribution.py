@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import keras
 import tensorflow as tf
@@ -65,7 +66,7 @@ NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 def cpu_has_native_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     """True when the CPU lists AVX512-BF16 or AMX-BF16 (Linux; False where unreadable)."""
     try:
-        text = open(cpuinfo, encoding="utf-8", errors="replace").read()
+        text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
     except OSError:
         return False
     flags = set()
