@@ -25,7 +25,7 @@ from typing import Any
 
 import keras
 
-from keras_seg.layers import AtrousConv2D
+from keras_seg.layers import ATROUS_CLASSES
 from keras_seg.layers import FusedBatchNorm
 
 # How the convolution that used to stride is dilated: "torchvision" keeps the rate of its input
@@ -187,8 +187,10 @@ def keras_seg_layers_config(config: dict[str, Any]) -> dict[str, Any]:
     """`config` (a functional model's) with keras_seg's faster equivalents of two Keras
     layers, with the same arguments and weights: every `keras.layers.BatchNormalization` as
     `FusedBatchNorm` (trained through the fused kernel; keras.applications builds plain
-    ones), and every dilated `keras.layers.Conv2D` (the surgery's) as `AtrousConv2D` (one
-    Conv2D op instead of space-to-batch)."""
+    ones), and every dilated `Conv2D` / `SeparableConv2D` / `DepthwiseConv2D` (the
+    surgery's) as keras_seg's `Atrous...` class (`keras_seg.layers.convolution`: one Conv2D
+    op instead of space-to-batch; no space-to-batch copy kept for the gradient)."""
+    atrous = {keras_class.__name__: ours for keras_class, ours in ATROUS_CLASSES.items()}
     config = copy.deepcopy(config)
     for layer in config["layers"]:
         if layer.get("module") != "keras.layers":
@@ -196,8 +198,8 @@ def keras_seg_layers_config(config: dict[str, Any]) -> dict[str, Any]:
         cls = layer["class_name"]
         if cls == "BatchNormalization":
             new = FusedBatchNorm
-        elif cls == "Conv2D" and max(_pair(layer["config"]["dilation_rate"])) > 1:
-            new = AtrousConv2D
+        elif cls in atrous and max(_pair(layer["config"]["dilation_rate"])) > 1:
+            new = atrous[cls]
         else:
             continue
         layer["module"] = new.__module__

@@ -9,9 +9,14 @@ from keras_seg.layers.blocks import conv_bn_act
 from keras_seg.layers.blocks import logits_head
 from keras_seg.layers.blocks import pytorch_batch_norm
 from keras_seg.layers.blocks import stride_safe
+from keras_seg.layers.convolution import ATROUS_CLASSES
 from keras_seg.layers.convolution import AtrousConv2D
+from keras_seg.layers.convolution import AtrousDepthwiseConv2D
+from keras_seg.layers.convolution import AtrousSeparableConv2D
 from keras_seg.layers.convolution import conv2d_class
 from keras_seg.layers.convolution import keras_dilated_convolution
+from keras_seg.layers.convolution import native_dilated_convolution
+from keras_seg.layers.convolution import recompute_in_backward
 from keras_seg.layers.initializers import BilinearUpsampling
 from keras_seg.layers.initializers import torch_conv_fan_in
 from keras_seg.layers.initializers import torch_conv_fan_out
@@ -30,7 +35,10 @@ __all__ = [
     "BN_EPSILON",
     "BN_MOMENTUM",
     "AdaptiveAveragePooling2D",
+    "ATROUS_CLASSES",
     "AtrousConv2D",
+    "AtrousDepthwiseConv2D",
+    "AtrousSeparableConv2D",
     "BilinearUpsampling",
     "MaxUnpooling2D",
     "NORMALIZATIONS",
@@ -43,6 +51,8 @@ __all__ = [
     "aspp",
     "conv2d_class",
     "keras_dilated_convolution",
+    "native_dilated_convolution",
+    "recompute_in_backward",
     "pytorch_batch_norm",
     "conv_bn_act",
     "logits_head",

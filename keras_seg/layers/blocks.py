@@ -46,7 +46,7 @@ def conv_bn_act(
     (fan_in, ReLU) kernels, zero biases, BatchNorm gamma 1 and beta 0 (`BN_MOMENTUM`).
     Layer names: `{name}_conv`, `{name}_bn`, `{name}_{activation}`.
     """
-    conv_cls = layers.SeparableConv2D if separable else conv2d_class(dilation_rate)
+    conv_cls = conv2d_class(dilation_rate, separable=separable)
     # Separable convolutions keep Keras' defaults: its fan of a depthwise kernel is not torch's.
     init = {} if separable else {"kernel_initializer": torch_conv_fan_in()}
     x = conv_cls(

@@ -1,32 +1,86 @@
-"""Conv2D whose dilated (atrous) convolution runs as one TensorFlow Conv2D op.
+"""Dilated (atrous) convolutions that run as TensorFlow's own ops or keep less for the gradient.
 
-Keras 3 (3.15) convolves through `tf.nn.convolution`, which runs a dilated convolution
-anywhere but on a TPU as `SpaceToBatchND -> Conv2D -> BatchToSpaceND`: the input is padded
-to a multiple of the rate and folded into rate x rate smaller images, and the gradient keeps
-the folded copy. TensorFlow's Conv2D op takes `dilations` itself (oneDNN on x86 CPUs, cuDNN on
-GPUs, and the TFLite converter maps it to CONV_2D's dilation factors) with the same values and
-gradients. Measured on the 2-core EPYC (float32, forward and both gradients, 3x3, 2048 -> 256
-channels at 16x16, batch 4: DeepLabV3+ ResNet-50's ASPP at 256x256 input): rate 2 82 -> 69 ms,
-rate 6 171 -> 57, rate 12 457 -> 110, rate 18 722 -> 80.
+Keras 3 (3.15) convolves through `tf.nn.convolution` / `tf.nn.depthwise_conv2d`, which run
+a dilated convolution anywhere but on a TPU as `SpaceToBatchND -> conv -> BatchToSpaceND`:
+the input is padded to a multiple of the rate and folded into rate x rate smaller images,
+and the gradient keeps that folded copy. Two layers here do better:
 
-ONNX is the exception: ONNX Runtime refuses a dilated Conv with `auto_pad` SAME, which
-tf2onnx makes of the op, but converts the space-to-batch form, so the ONNX export traces
-inside `keras_dilated_convolution()`. (Explicit pads instead of SAME would suit ONNX but send
-the gradient to TensorFlow's Eigen kernels, which refuse dilations on the CPU.)
+`AtrousConv2D`: TensorFlow's Conv2D op takes `dilations` itself, with the same values and
+gradients, where its kernels support them: oneDNN on x86 CPUs, cuDNN on GPUs, and the TFLite
+converter maps it to CONV_2D's dilation factors. Measured on a 2-core AVX-512 EPYC (float32,
+forward and both gradients, 3x3, 2048 -> 256 channels at 16x16, batch 4: DeepLabV3+
+ResNet-50's ASPP at 256x256 input): rate 2 82 -> 69 ms, rate 6 171 -> 57, rate 12 457 -> 110,
+rate 18 722 -> 80. TensorFlow's Eigen CPU kernels (what runs where oneDNN is off, as it is by
+default on CPUs without AVX-512 VNNI/BF16 or AMX) compute the forward pass but refuse the
+gradients of a dilated Conv2D, so there the layer keeps Keras' path
+(`native_dilated_convolution()`).
 
-Only Conv2D: TensorFlow's depthwise kernels with `dilations` give a wrong input gradient on
-the CPU (checked with TF 2.21), so `DepthwiseConv2D` / `SeparableConv2D` keep Keras' path.
+`AtrousSeparableConv2D` / `AtrousDepthwiseConv2D`: TensorFlow's depthwise kernels with
+`dilations` are no way out (Eigen refuses them; oneDNN's gradients are wrong: relative error
+~1.3 in TF 2.21), so the depthwise step keeps the space-to-batch form, but when training it
+keeps only its input for the gradient and recomputes the folded copy in the backward pass
+(`recompute_in_backward`). In DeepLabV3+ ResNet-50's ASPP at 256x256, batch 4, the folded
+copies it no longer keeps are 191 MiB (rate 18 folds a 16x16 map into 54x54 of padding).
+
+ONNX: ONNX Runtime refuses a dilated Conv with `auto_pad` SAME, which tf2onnx makes of the
+op, but converts the space-to-batch form, so the ONNX export traces inside
+`keras_dilated_convolution()`. (Explicit pads instead of SAME would suit ONNX but send the
+gradient to TensorFlow's Eigen kernels, which refuse dilations on the CPU.)
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+from collections.abc import Callable
 from collections.abc import Iterator
 
 import keras
 import tensorflow as tf
 
 _KERAS_PATH = [False]
+
+
+@functools.cache
+def native_dilated_convolution() -> bool:
+    """Whether this process's TensorFlow has Conv2D kernels with dilated gradients.
+
+    True where oneDNN is on (TensorFlow decides per CPU and `TF_ENABLE_ONEDNN_OPTS`) or a
+    GPU is visible (cuDNN). TensorFlow has no public query for oneDNN; its build-util one is
+    private, so any failure to ask means False: Keras' path, which is right everywhere.
+    """
+    if tf.config.list_physical_devices("GPU"):
+        return True
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+
+        return bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):
+        return False
+
+
+def recompute_in_backward(fn: Callable[..., tf.Tensor]) -> Callable[..., tf.Tensor]:
+    """`fn(*tensors)` whose gradient keeps only the input tensors and runs `fn` again.
+
+    The recomputation waits for the incoming gradient (a control dependency), so it runs in
+    the backward pass and Grappler cannot merge it with the forward one. `tf.recompute_grad`
+    has no such dependency and handles variables instead of tensors; the callers pass their
+    kernels as tensors.
+    """
+
+    @tf.custom_gradient
+    def wrapped(*tensors):
+        def grad(upstream):
+            with tf.control_dependencies([upstream]):
+                again = [tf.identity(t) for t in tensors]
+            with tf.GradientTape() as tape:
+                tape.watch(again)
+                out = fn(*again)
+            return tape.gradient(out, again, output_gradients=upstream)
+
+        return fn(*tensors), grad
+
+    return wrapped
 
 
 @contextlib.contextmanager
@@ -44,12 +98,13 @@ class AtrousConv2D(keras.layers.Conv2D):
     """`keras.layers.Conv2D` (same arguments, weights and results) whose dilated convolution
     at stride 1 in channels_last runs TensorFlow's Conv2D op with its `dilations` attribute
     instead of space-to-batch. Anything else (no dilation, strides, channels_first, another
-    backend) is Keras' code."""
+    backend, no dilated kernels in this process) is Keras' code."""
 
     def convolution_op(self, inputs, kernel):
         native = (
             not _KERAS_PATH[0]
             and keras.backend.backend() == "tensorflow"
+            and native_dilated_convolution()
             and self.data_format == "channels_last"
             and max(self.dilation_rate) > 1
             and max(self.strides) == 1
@@ -66,7 +121,78 @@ class AtrousConv2D(keras.layers.Conv2D):
         )
 
 
-def conv2d_class(dilation_rate) -> type[keras.layers.Conv2D]:
-    """`AtrousConv2D` for a dilated convolution, else `keras.layers.Conv2D`."""
+def _depthwise_recomputed(layer, inputs, kernel, training):
+    """The layer's depthwise step; when training a dilated one, through `recompute_in_backward`.
+
+    None where that does not apply (Keras' own call then runs)."""
+    if not (
+        training
+        and keras.backend.backend() == "tensorflow"
+        and layer.data_format == "channels_last"
+        and max(layer.dilation_rate) > 1
+    ):
+        return None
+
+    def depthwise(x, k):
+        return keras.ops.depthwise_conv(
+            x,
+            k,
+            strides=layer.strides,
+            padding=layer.padding,
+            dilation_rate=layer.dilation_rate,
+            data_format=layer.data_format,
+        )
+
+    return recompute_in_backward(depthwise)(inputs, keras.ops.cast(kernel, inputs.dtype))
+
+
+def _bias_activation(layer, outputs):
+    # Keras' base convolution's tail, channels_last (the only layout recomputed).
+    if layer.use_bias:
+        outputs = keras.ops.add(outputs, keras.ops.cast(layer.bias, outputs.dtype))
+    return outputs if layer.activation is None else layer.activation(outputs)
+
+
+@keras.saving.register_keras_serializable(package="keras_seg")
+class AtrousSeparableConv2D(keras.layers.SeparableConv2D):
+    """`keras.layers.SeparableConv2D` (same arguments, weights and results) whose dilated
+    depthwise step, when training, keeps only its input for the gradient instead of the
+    space-to-batch copy (`recompute_in_backward`). The pointwise step is Keras' 1x1 conv,
+    as in `tf.nn.separable_conv2d`."""
+
+    def call(self, inputs, training=None):
+        x = _depthwise_recomputed(self, inputs, self.depthwise_kernel, training)
+        if x is None:
+            return super().call(inputs)
+        kernel = keras.ops.cast(self.pointwise_kernel, x.dtype)
+        outputs = keras.ops.conv(x, kernel, padding="valid", data_format=self.data_format)
+        return _bias_activation(self, outputs)
+
+
+@keras.saving.register_keras_serializable(package="keras_seg")
+class AtrousDepthwiseConv2D(keras.layers.DepthwiseConv2D):
+    """`keras.layers.DepthwiseConv2D` (same arguments, weights and results) whose dilated
+    convolution, when training, keeps only its input for the gradient instead of the
+    space-to-batch copy (`recompute_in_backward`)."""
+
+    def call(self, inputs, training=None):
+        outputs = _depthwise_recomputed(self, inputs, self.kernel, training)
+        if outputs is None:
+            return super().call(inputs)
+        return _bias_activation(self, outputs)
+
+
+# Keras' class -> keras_seg's, for dilated convolutions.
+ATROUS_CLASSES: dict[type, type] = {
+    keras.layers.Conv2D: AtrousConv2D,
+    keras.layers.SeparableConv2D: AtrousSeparableConv2D,
+    keras.layers.DepthwiseConv2D: AtrousDepthwiseConv2D,
+}
+
+
+def conv2d_class(dilation_rate, separable: bool = False) -> type[keras.layers.Layer]:
+    """The convolution class for a rate: `AtrousConv2D` / `AtrousSeparableConv2D` when
+    dilated, else Keras' `Conv2D` / `SeparableConv2D`."""
     rates = dilation_rate if isinstance(dilation_rate, (list, tuple)) else [dilation_rate]
-    return AtrousConv2D if max(rates) > 1 else keras.layers.Conv2D
+    keras_class = keras.layers.SeparableConv2D if separable else keras.layers.Conv2D
+    return ATROUS_CLASSES[keras_class] if max(rates) > 1 else keras_class

@@ -1,9 +1,19 @@
-"""AtrousConv2D: a dilated Conv2D as one TensorFlow Conv2D op, equal to PyTorch's (issue #13).
+"""keras_seg's dilated convolutions (issue #13).
 
-The reference is `torch.nn.functional.conv2d` with `dilation`: same output and gradients
-(input and kernel), for the paddings and rates the models use; the traced graph has no
-space-to-batch; the models' dilated convolutions are AtrousConv2D and export to TFLite.
+AtrousConv2D: a dilated Conv2D as one TensorFlow Conv2D op where the kernels have dilated
+gradients (oneDNN, cuDNN), else Keras' path. The reference is `torch.nn.functional.conv2d`
+with `dilation`: same output and gradients (input and kernel), for the paddings and rates
+the models use; the traced graph has no space-to-batch; in a fresh process with oneDNN off
+(TensorFlow's Eigen kernels refuse dilated gradients) and on, a dilated model trains.
+AtrousSeparableConv2D / AtrousDepthwiseConv2D: equal to Keras' layers in value and gradient,
+and their training graph keeps no space-to-batch copy for the gradient.
+The models' dilated convolutions are these classes and export to TFLite.
 """
+
+import json
+import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -13,8 +23,12 @@ import tensorflow as tf
 import keras_seg
 from keras_seg.fold import walk_layers
 from keras_seg.layers import AtrousConv2D
+from keras_seg.layers import AtrousDepthwiseConv2D
+from keras_seg.layers import AtrousSeparableConv2D
 from keras_seg.layers import conv2d_class
+from keras_seg.layers import convolution
 from keras_seg.layers import keras_dilated_convolution
+from keras_seg.layers import native_dilated_convolution
 from tests.helpers import random_images
 
 torch = pytest.importorskip("torch")
@@ -61,19 +75,33 @@ def test_output_and_gradients_equal_pytorch_conv2d(rate, padding):
     close(gb.numpy(), tb.grad.numpy())
 
 
-def test_a_traced_dilated_convolution_is_one_conv2d_op():
+def _traced_ops(fn, shape=(1, 32, 32, 6)) -> set[str]:
+    graph = tf.function(fn).get_concrete_function(tf.TensorSpec(shape)).graph
+    return {op.type for op in graph.get_operations()}
+
+
+def test_native_dilations_only_where_the_kernels_have_dilated_gradients(monkeypatch):
+    from tensorflow.python.util import _pywrap_util_port
+
+    gpu = bool(tf.config.list_physical_devices("GPU"))
+    assert native_dilated_convolution() == (gpu or _pywrap_util_port.IsMklEnabled())
     layer = _layer(12, "same")
-    fn = tf.function(lambda x: layer(x)).get_concrete_function(tf.TensorSpec([1, 32, 32, 6]))
-    ops = {op.type for op in fn.graph.get_operations()}
+    monkeypatch.setattr(convolution, "native_dilated_convolution", lambda: False)
+    assert "SpaceToBatchND" in _traced_ops(lambda x: layer(x))
+
+
+def test_a_traced_dilated_convolution_is_one_conv2d_op(monkeypatch):
+    # Tracing needs no kernel: the graph of the native path, on any machine.
+    monkeypatch.setattr(convolution, "native_dilated_convolution", lambda: True)
+    layer = _layer(12, "same")
+    ops = _traced_ops(lambda x: layer(x))
     assert "Conv2D" in ops and "SpaceToBatchND" not in ops and "BatchToSpaceND" not in ops
     # Keras' own Conv2D takes the space-to-batch path: the reason for the layer.
     plain = keras.layers.Conv2D(5, 3, padding="same", dilation_rate=12)
-    fn = tf.function(lambda x: plain(x)).get_concrete_function(tf.TensorSpec([1, 32, 32, 6]))
-    assert "SpaceToBatchND" in {op.type for op in fn.graph.get_operations()}
+    assert "SpaceToBatchND" in _traced_ops(lambda x: plain(x))
     # What the ONNX export traces (ONNX Runtime refuses a dilated Conv with SAME auto_pad).
     with keras_dilated_convolution():
-        fn = tf.function(lambda x: layer(x)).get_concrete_function(tf.TensorSpec([1, 32, 32, 6]))
-    assert "SpaceToBatchND" in {op.type for op in fn.graph.get_operations()}
+        assert "SpaceToBatchND" in _traced_ops(lambda x: layer(x))
 
 
 def test_mixed_bfloat16_computes_in_bfloat16_like_keras():
@@ -99,6 +127,122 @@ def test_class_for_a_rate_and_serialization(tmp_path):
     assert type(loaded.layers[-1]) is AtrousConv2D
     x = _input((1, 24, 24, 6))
     np.testing.assert_array_equal(loaded(x).numpy(), model(x).numpy())
+    assert conv2d_class(1, separable=True) is keras.layers.SeparableConv2D
+    assert conv2d_class(6, separable=True) is AtrousSeparableConv2D
+
+
+_TRAIN_TWO_STEPS = """
+import json, keras, numpy as np, keras_seg
+from keras_seg.layers import native_dilated_convolution
+keras.utils.set_random_seed(0)
+model = keras_seg.build("deeplabv3plus", num_classes=3, backbone="resnet18", output_stride=8,
+                        separable=True)
+model.compile(optimizer=keras.optimizers.SGD(0.01), loss="sparse_categorical_crossentropy")
+rng = np.random.default_rng(0)
+x = rng.uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+y = rng.integers(0, 3, (2, 64, 64)).astype("int32")
+losses = [float(model.train_on_batch(x, y)) for _ in range(2)]
+print(json.dumps({"native": native_dilated_convolution(), "losses": losses}))
+"""
+
+
+def test_dilated_models_train_with_onednn_off_and_on():
+    """TensorFlow turns oneDNN on or off by CPU (off without AVX-512 VNNI/BF16 or AMX);
+    off, its Eigen kernels refuse a dilated Conv2D's gradients, so AtrousConv2D must take
+    Keras' path there: the same training, step for step, either way."""
+    results = {}
+    for setting in ("0", "1"):
+        env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": setting, "CUDA_VISIBLE_DEVICES": ""}
+        done = subprocess.run(
+            [sys.executable, "-c", _TRAIN_TWO_STEPS], env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        results[setting] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert results["0"]["native"] is False and results["1"]["native"] is True
+    np.testing.assert_allclose(results["0"]["losses"], results["1"]["losses"], rtol=1e-3)
+    assert results["0"]["losses"][1] != results["0"]["losses"][0]  # it did step
+
+
+def _depthwise_pair(kind, rate, dtype=None):
+    """keras_seg's layer and Keras' own with the same arguments and weights."""
+    keras_class, ours = {
+        "separable": (keras.layers.SeparableConv2D, AtrousSeparableConv2D),
+        "depthwise": (keras.layers.DepthwiseConv2D, AtrousDepthwiseConv2D),
+    }[kind]
+    args = (5, 3) if kind == "separable" else (3,)
+    kwargs = {"padding": "same", "dilation_rate": rate, "dtype": dtype, "activation": "relu"}
+    layers = [cls(*args, **kwargs) for cls in (ours, keras_class)]
+    rng = np.random.default_rng(rate)
+    for layer in layers:
+        layer.build((None, None, None, 6))
+    weights = [rng.normal(size=w.shape).astype("float32") * 0.3 for w in layers[0].weights]
+    for layer in layers:
+        layer.set_weights(weights)
+    return layers
+
+
+def _training_output_and_gradients(layer, x):
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        y = layer(xt, training=True)
+        loss = tf.reduce_sum(tf.sin(tf.cast(y, tf.float32)))
+    grads = tape.gradient(loss, [xt, *layer.trainable_weights])
+    return [tf.cast(t, tf.float32).numpy() for t in (y, *grads)]
+
+
+@pytest.mark.parametrize("kind", ["separable", "depthwise"])
+@pytest.mark.parametrize("rate", [2, 6, 18])
+def test_recomputed_depthwise_equals_keras_in_value_and_gradient(kind, rate):
+    ours, theirs = _depthwise_pair(kind, rate)
+    x = _input((2, 20, 17, 6))
+    got, want = (_training_output_and_gradients(layer, x) for layer in (ours, theirs))
+    assert len(got) == len(want) == (5 if kind == "separable" else 4)  # y, x, kernels, bias
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * np.abs(b).max())
+    np.testing.assert_array_equal(ours(x).numpy(), theirs(x).numpy())  # inference: Keras' call
+
+
+def test_recomputed_depthwise_in_mixed_bfloat16():
+    ours, theirs = _depthwise_pair("separable", 6, dtype="mixed_bfloat16")
+    x = _input((2, 20, 20, 6))
+    got, want = (_training_output_and_gradients(layer, x) for layer in (ours, theirs))
+    assert ours(x, training=True).dtype == tf.bfloat16
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, rtol=3e-2, atol=3e-2 * np.abs(b).max())
+
+
+@pytest.mark.parametrize("kind", ["separable", "depthwise"])
+def test_the_training_graph_keeps_no_space_to_batch_copy(kind):
+    def kept_for_gradient(layer) -> list[str]:
+        """SpaceToBatchND outputs of the forward pass that a gradient op reads (so they live
+        until the backward pass). A recomputed one runs after a gradient op: not kept."""
+
+        def step(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = layer(x, training=True)
+            return tape.gradient(y, [x, *layer.trainable_weights])
+
+        def in_backward(op, seen) -> bool:
+            if op.name.startswith("gradient"):
+                return True
+            seen.add(op.name)
+            parents = [t.op for t in op.inputs] + list(op.control_inputs)
+            return any(in_backward(p, seen) for p in parents if p.name not in seen)
+
+        graph = tf.function(step).get_concrete_function(tf.TensorSpec([2, 16, 16, 6])).graph
+        return [
+            op.name
+            for op in graph.get_operations()
+            if op.type == "SpaceToBatchND" and not in_backward(op, set())
+            for consumer in op.outputs[0].consumers()
+            if consumer.name.startswith("gradient")
+        ]
+
+    ours, theirs = _depthwise_pair(kind, 6)
+    assert kept_for_gradient(theirs)  # Keras' layer keeps the folded copy
+    assert kept_for_gradient(ours) == []
 
 
 @pytest.mark.parametrize(
@@ -108,10 +252,18 @@ def test_class_for_a_rate_and_serialization(tmp_path):
         ("deeplabv3plus", {"backbone": "resnet18", "output_stride": 16}, 3 + 3),
         ("deeplabv3", {"backbone": "resnet18", "output_stride": 8}, 7 + 3),
         ("pspnet", {"backbone": "resnet18", "output_stride": 8}, 7),
+        # Separable ASPP: its 3 branches are AtrousSeparableConv2D, the backbone's stay Conv2D.
+        ("deeplabv3plus", {"backbone": "resnet18", "separable": True}, 3),
     ],
 )
 def test_dilated_convolutions_of_the_models_are_atrous(name, kwargs, count):
     model = keras_seg.build(name, num_classes=3, **kwargs)
+    assert not [
+        layer.name
+        for layer in walk_layers(model)
+        if type(layer) in (keras.layers.SeparableConv2D, keras.layers.DepthwiseConv2D)
+        and max(layer.dilation_rate) > 1
+    ]
     dilated = [
         layer
         for layer in walk_layers(model)
