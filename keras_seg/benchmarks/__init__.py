@@ -15,6 +15,7 @@ KINDS = (
     "pipeline",
     "isbi",
     "profile",
+    "memory",
 )
 #: kind -> module, where they differ (`isbi` is the learning-speed comparison with SMP).
 MODULES = {"isbi": "learning"}

@@ -42,21 +42,25 @@ _KERAS_PATH = [False]
 
 
 @functools.cache
-def native_dilated_convolution() -> bool:
-    """Whether this process's TensorFlow has Conv2D kernels with dilated gradients.
+def onednn_enabled() -> bool:
+    """Whether this process's TensorFlow runs oneDNN CPU kernels.
 
-    True where oneDNN is on (TensorFlow decides per CPU and `TF_ENABLE_ONEDNN_OPTS`) or a
-    GPU is visible (cuDNN). TensorFlow has no public query for oneDNN; its build-util one is
-    private, so any failure to ask means False: Keras' path, which is right everywhere.
+    TensorFlow decides per CPU (on by default with AVX-512 VNNI/BF16 or AMX) and by
+    `TF_ENABLE_ONEDNN_OPTS`. It has no public query; its build-util one is private, so any
+    failure to ask means False.
     """
-    if tf.config.list_physical_devices("GPU"):
-        return True
     try:
         from tensorflow.python.util import _pywrap_util_port
 
         return bool(_pywrap_util_port.IsMklEnabled())
     except (ImportError, AttributeError):
         return False
+
+
+def native_dilated_convolution() -> bool:
+    """Whether this process's TensorFlow has Conv2D kernels with dilated gradients: oneDNN
+    on the CPU or cuDNN on a GPU. Where not, Keras' path (right everywhere) is taken."""
+    return onednn_enabled() or bool(tf.config.list_physical_devices("GPU"))
 
 
 def recompute_in_backward(fn: Callable[..., tf.Tensor]) -> Callable[..., tf.Tensor]:
