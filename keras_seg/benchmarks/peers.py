@@ -169,6 +169,8 @@ def keras_setup(job: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     import keras
     import tensorflow as tf
 
+    from keras_seg.layers import onednn_enabled
+
     if job["tf_threads"]:
         tf.config.threading.set_intra_op_parallelism_threads(job["tf_threads"])
     keras.mixed_precision.set_global_policy(
@@ -221,6 +223,8 @@ def keras_setup(job: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         "jit_compile": getattr(model, "jit_compile", None) if job["phase"] == "training" else None,
         "tf_intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
         "tf_inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+        # TensorFlow's CPU kernels: oneDNN (on by default only on some CPUs) or Eigen.
+        "tf_onednn": onednn_enabled(),
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
     }
     if job["library"] == "keras_hub":

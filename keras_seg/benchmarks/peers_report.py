@@ -86,11 +86,15 @@ def markdown(payload: dict[str, Any]) -> str:
     s, m, v = payload["settings"], payload["machine"], payload["versions"]
     results = payload["results"]
     memory = {(r["row"], r["precision"], r["phase"]): r for r in results["memory"]}
+    onednn = {g["workers"]["keras_seg"].get("tf_onednn") for g in results["groups"]}
+    kernels = {True: "oneDNN", False: "Eigen (oneDNN off)"}
+    tf_kernels = ", ".join(kernels.get(o, "unrecorded") for o in sorted(onednn, key=str))
     lines = [
         f"{payload['date']}, {m.get('cpu_model')} ({m.get('cpu_count')} cores); TensorFlow "
         f"{v.get('tensorflow')}, Keras {v.get('keras')}, torch {v.get('torch')}, SMP "
         f"{v.get('segmentation-models-pytorch')}, timm {v.get('timm')}; {s['threads']} PyTorch "
-        f"threads, TF intra-op threads {s['tf_threads'] or 'default (all cores)'}; "
+        f"threads, TF intra-op threads {s['tf_threads'] or 'default (all cores)'}, TF CPU "
+        f"kernels {tf_kernels}; "
         f"{s['num_classes']} classes, random weights; median of {s['rounds']} interleaved "
         f"rounds of {s['iters']} calls; `{s['command']}`",
         "",

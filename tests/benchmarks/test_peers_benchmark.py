@@ -54,6 +54,7 @@ def test_samples_interleave_and_figures_follow_from_them(tmp_path):
         assert {s["path"] for s in samples if s["library"] == "keras_seg"} == set(
             peers._paths("keras_seg", group["phase"])
         )
+        assert isinstance(group["workers"]["keras_seg"]["tf_onednn"], bool)
         for library, worker in group["workers"].items():
             assert worker["peak_rss_mib"] >= worker["rss_warm"] >= worker["rss_user_path_warm"] > 50
             # Warmed up in order, the user path first: its peak is that of the user path alone.
@@ -87,6 +88,8 @@ def test_samples_interleave_and_figures_follow_from_them(tmp_path):
 
     table = md.read_text()
     assert "keras-seg benchmark peers --small" in table.splitlines()[0]
+    onednn = results["groups"][0]["workers"]["keras_seg"]["tf_onednn"]
+    assert ("TF CPU kernels oneDNN;" if onednn else "kernels Eigen (oneDNN off)") in table
     body = [line for line in table.splitlines() if line.startswith("| U-Net ResNet-34 (--small")]
     assert len(body) == 2 and "infer_bs1 @64" in body[0] and "train_bs2 @64" in body[1]
     assert table in readme.read_text()
