@@ -156,6 +156,11 @@ def _has_policy(layer: keras.layers.Layer, dtype: str | None) -> bool:
     )
 
 
+def reduced_policies(model: keras.Model) -> set[str]:
+    """The dtype policies other than float32 that `model`'s layers compute in."""
+    return {layer.dtype_policy.name for layer in walk_layers(model)} - {"float32"}
+
+
 def inference_model(model: keras.Model, dtype: str | None = None) -> keras.Model:
     """`fold_batch_norm(model, dtype)`, or `model` itself with a warning when it cannot be
     cloned (a subclassed model, a custom layer without `get_config`): the default of the

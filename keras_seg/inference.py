@@ -35,6 +35,8 @@ from keras_seg.config import EvalConfig
 from keras_seg.data import IMAGE_SUFFIXES
 from keras_seg.data import colorize
 from keras_seg.fold import inference_model
+from keras_seg.fold import reduced_policies
+from keras_seg.machine import runs_natively
 from keras_seg.metrics import ConfusionMatrix
 from keras_seg.metrics import format_table
 from keras_seg.runs import ClassInfo
@@ -57,12 +59,22 @@ class Predictor:
             (bench_results/perf.md). The copy is made
             once, here, so later changes to `model`'s weights are not seen; False runs
             `model` itself.
+
+    A model trained in a mixed precision this machine only emulates (mixed_bfloat16 on a
+    CPU without native bfloat16, mixed_float16 without a GPU) runs as a float32 copy with
+    the same weights and BatchNorm folded, whatever `fold` says (`float32_copy` is then
+    True, `emulated_policies` names them): emulated, it is several times slower.
     """
 
     def __init__(self, model: keras.Model, settings: EvalConfig | None = None, fold: bool = True):
         self.model = model
         self.settings = settings or EvalConfig()
-        run = inference_model(model) if fold else model
+        self.emulated_policies = sorted(
+            policy for policy in reduced_policies(model) if not runs_natively(policy)
+        )
+        self.float32_copy = bool(self.emulated_policies)
+        dtype = "float32" if self.float32_copy else None
+        run = inference_model(model, dtype) if fold or self.float32_copy else model
         # One tf.function for every input size (reduce_retracing keeps the traces few).
         self._forward = tf.function(lambda x: run(x, training=False), reduce_retracing=True)
 
@@ -114,6 +126,15 @@ class Predictor:
     def predict(self, image: np.ndarray) -> np.ndarray:
         """Class ids `int32 [H, W]` for one image."""
         return self.scores(image).argmax(-1).astype(np.int32)
+
+
+def note_float32_copy(predictor: Predictor) -> None:
+    """One line on stdout when the predictor runs a float32 copy of an emulated precision."""
+    if predictor.float32_copy:
+        print(
+            f"the model computes in {', '.join(predictor.emulated_policies)}, which this "
+            "machine only emulates; it runs in float32 with the same weights"
+        )
 
 
 def window_starts(size: int, window: int, stride: int) -> list[int]:
@@ -224,6 +245,7 @@ def evaluate_run(
     classes = class_info(cfg, data_dir, int(run.model.output_shape[-1]))
     split = split or cfg.data.val_split
     predictor = Predictor(run.model, eval_settings(cfg))
+    note_float32_copy(predictor)
     result = evaluate(predictor, load_split(cfg, split, data_dir), classes, max_images, progress)
     result.update({"config": cfg.name, "checkpoint": str(checkpoint), "split": split})
     print(format_table(result, title=f"{cfg.name} on {cfg.data.name}/{split}"))
@@ -299,6 +321,7 @@ def predict_files(
     run = load_run(model_path)
     files = image_files(input_path)
     predictor = Predictor(run.model, run.eval_config)
+    note_float32_copy(predictor)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     written = []

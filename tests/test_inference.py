@@ -184,3 +184,42 @@ def test_predict_errors_name_the_path(tmp_path):
         predict_files(tmp_path / "m.keras", tmp_path / "empty", tmp_path / "out")
     with pytest.raises(FileNotFoundError, match="input .*missing.png does not exist"):
         predict_files(tmp_path / "m.keras", tmp_path / "missing.png", tmp_path / "out")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_an_emulated_precision_runs_as_a_float32_copy(monkeypatch, native):
+    import keras_seg
+    from keras_seg import inference
+
+    keras.utils.set_random_seed(0)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        bf16 = keras_seg.build("unet", num_classes=3, backbone="resnet18")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    f32 = keras_seg.build("unet", num_classes=3, backbone="resnet18")
+    f32.set_weights(bf16.get_weights())
+    monkeypatch.setattr(inference, "runs_natively", lambda policy: native)
+    predictor = Predictor(bf16)
+    assert predictor.float32_copy is (not native)
+    assert predictor.emulated_policies == ([] if native else ["mixed_bfloat16"])
+    x = random_images(1, 64, 64)
+    got, want = predictor.logits(x), f32.predict_on_batch(x)
+    if native:  # bfloat16 arithmetic: near, not equal
+        assert not np.allclose(got, want, atol=1e-4)
+        np.testing.assert_allclose(got, want, atol=0.15 * np.abs(want).max())
+    else:
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+def test_which_precisions_run_natively(monkeypatch):
+    from keras_seg import machine
+
+    for gpu, bf16_cpu, expected in [
+        (False, False, {"float32": True, "mixed_bfloat16": False, "mixed_float16": False}),
+        (False, True, {"float32": True, "mixed_bfloat16": True, "mixed_float16": False}),
+        (True, False, {"float32": True, "mixed_bfloat16": True, "mixed_float16": True}),
+    ]:
+        monkeypatch.setattr(machine, "gpu_available", lambda gpu=gpu: gpu)
+        monkeypatch.setattr(machine, "cpu_has_native_bfloat16", lambda b=bf16_cpu: b)
+        assert {p: machine.runs_natively(p) for p in expected} == expected

@@ -22,6 +22,7 @@ import yaml
 
 import keras_seg
 from keras_seg.data import synthetic
+from keras_seg.machine import runs_natively
 from tests.training.common import CLI
 from tests.training.common import cli_env
 
@@ -192,6 +193,9 @@ def test_a_bfloat16_run_evaluates_and_exports_in_float32(dataset, tmp_path):
     done = run_cli("evaluate", "--checkpoint", str(run), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((run / "eval_val.json").read_text())["miou"] >= MIN_MIOU
+    # Where bfloat16 is only emulated, evaluation runs a float32 copy, and says so.
+    note = "computes in mixed_bfloat16, which this machine only emulates; it runs in float32"
+    assert (note in done.stdout) is (not runs_natively("mixed_bfloat16")), done.stdout
 
     done = run_cli("export", "--model", str(run), "--format", "saved_model", "tflite",
                    "--quantize", "none", "int8", cwd=tmp_path)  # fmt: skip

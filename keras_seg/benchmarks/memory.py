@@ -94,7 +94,7 @@ def keras_worker(job: dict[str, Any]) -> dict[str, Any]:
 
     from keras_seg.benchmarks.peers import _build_keras
     from keras_seg.layers import native_dilated_convolution
-    from keras_seg.layers import onednn_enabled
+    from keras_seg.machine import onednn_enabled
 
     keras.mixed_precision.set_global_policy("float32")
     keras.utils.set_random_seed(0)

@@ -169,7 +169,7 @@ def keras_setup(job: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     import keras
     import tensorflow as tf
 
-    from keras_seg.layers import onednn_enabled
+    from keras_seg.machine import onednn_enabled
 
     if job["tf_threads"]:
         tf.config.threading.set_intra_op_parallelism_threads(job["tf_threads"])

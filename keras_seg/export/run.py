@@ -26,7 +26,7 @@ from keras_seg.export.tflite_export import DEFAULT_INPUT_SIZE
 from keras_seg.export.verify import ParityReport
 from keras_seg.export.verify import default_check_images
 from keras_seg.export.verify import recorded_report
-from keras_seg.fold import walk_layers
+from keras_seg.fold import reduced_policies
 from keras_seg.inference import image_files
 from keras_seg.inference import read_image
 from keras_seg.runs import Run
@@ -191,7 +191,7 @@ def export_model(
         f"Exporting {run.model_path} ({run.name}, {c.num_classes} classes: "
         f"{', '.join(c.class_names)}); checking on {check.description}"
     )
-    reduced = sorted({layer.dtype_policy.name for layer in walk_layers(run.model)} - {"float32"})
+    reduced = sorted(reduced_policies(run.model))
     if reduced:
         echo(
             f"  the model computes in {', '.join(reduced)}; its exports compute in float32 "

@@ -16,7 +16,6 @@ from keras_seg.layers.convolution import AtrousSeparableConv2D
 from keras_seg.layers.convolution import conv2d_class
 from keras_seg.layers.convolution import keras_dilated_convolution
 from keras_seg.layers.convolution import native_dilated_convolution
-from keras_seg.layers.convolution import onednn_enabled
 from keras_seg.layers.convolution import recompute_in_backward
 from keras_seg.layers.initializers import BilinearUpsampling
 from keras_seg.layers.initializers import torch_conv_fan_in
@@ -53,7 +52,6 @@ __all__ = [
     "conv2d_class",
     "keras_dilated_convolution",
     "native_dilated_convolution",
-    "onednn_enabled",
     "recompute_in_backward",
     "pytorch_batch_norm",
     "conv_bn_act",

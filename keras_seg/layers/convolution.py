@@ -31,36 +31,22 @@ gradient to TensorFlow's Eigen kernels, which refuse dilations on the CPU.)
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections.abc import Callable
 from collections.abc import Iterator
 
 import keras
 import tensorflow as tf
 
+from keras_seg.machine import gpu_available
+from keras_seg.machine import onednn_enabled
+
 _KERAS_PATH = [False]
-
-
-@functools.cache
-def onednn_enabled() -> bool:
-    """Whether this process's TensorFlow runs oneDNN CPU kernels.
-
-    TensorFlow decides per CPU (on by default with AVX-512 VNNI/BF16 or AMX) and by
-    `TF_ENABLE_ONEDNN_OPTS`. It has no public query; its build-util one is private, so any
-    failure to ask means False.
-    """
-    try:
-        from tensorflow.python.util import _pywrap_util_port
-
-        return bool(_pywrap_util_port.IsMklEnabled())
-    except (ImportError, AttributeError):
-        return False
 
 
 def native_dilated_convolution() -> bool:
     """Whether this process's TensorFlow has Conv2D kernels with dilated gradients: oneDNN
     on the CPU or cuDNN on a GPU. Where not, Keras' path (right everywhere) is taken."""
-    return onednn_enabled() or bool(tf.config.list_physical_devices("GPU"))
+    return onednn_enabled() or gpu_available()
 
 
 def recompute_in_backward(fn: Callable[..., tf.Tensor]) -> Callable[..., tf.Tensor]:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import keras
 import tensorflow as tf
 
 from keras_seg.config import DISTRIBUTIONS as STRATEGIES
 from keras_seg.config import PRECISIONS
+from keras_seg.machine import cpu_has_native_bfloat16
+from keras_seg.machine import gpu_available
 
 
 def _cluster() -> dict:
@@ -58,24 +59,6 @@ def is_chief() -> bool:
     return kind == "worker" and index == 0 and not has_chief
 
 
-# CPU flags (Linux /proc/cpuinfo) of native bfloat16 arithmetic, which oneDNN uses for
-# bfloat16 convolutions and matmuls; without them bfloat16 is emulated and slower than float32.
-NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
-
-
-def cpu_has_native_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> bool:
-    """True when the CPU lists AVX512-BF16 or AMX-BF16 (Linux; False where unreadable)."""
-    try:
-        text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return False
-    flags = set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags.update(line.partition(":")[2].split())
-    return any(flag in flags for flag in NATIVE_BF16_FLAGS)
-
-
 def auto_precision() -> str:
     """What `precision: auto` means on this machine.
 
@@ -86,7 +69,7 @@ def auto_precision() -> str:
     (bench_results/precision.json) and gained 0.21 at 1.54x with seed 1
     (precision_seed1.json), within the 0.5 points we accept for a default.
     """
-    if tf.config.list_physical_devices("GPU"):
+    if gpu_available():
         return "mixed_float16"
     return "mixed_bfloat16" if cpu_has_native_bfloat16() else "float32"
 
