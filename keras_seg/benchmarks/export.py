@@ -117,6 +117,8 @@ def bench_model(name: str, args, workdir: Path) -> dict[str, Any]:
                 entry["latency"][str(threads)] = {
                     **timing,
                     "images_per_s": 1.0 / timing["median_s"],
+                    # None: timed with XNNPACK; else why it ran on the builtin kernels.
+                    "xnnpack_error": runner.interpreter.xnnpack_error,
                 }
         except Exception as e:  # keep measuring the others; the JSON says what failed
             entry["error"] = f"{type(e).__name__}: {e}"

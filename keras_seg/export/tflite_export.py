@@ -309,16 +309,35 @@ def non_builtin_ops(model: bytes | str | Path) -> list[str]:
 
 
 def _interpreter(model: bytes | str | Path, num_threads: int | None = None):
-    from ai_edge_litert.interpreter import Interpreter
+    """A LiteRT interpreter with its default delegate (XNNPACK), or, where XNNPACK fails to
+    prepare the model, without it (`.xnnpack_error` then says why; None otherwise).
 
+    XNNPACK's kernels differ per CPU: on an AVX2-only EPYC it refused to prepare a briefly
+    trained int8 SegNet ("failed to create XNNPACK runtime") that it prepares on AVX-512;
+    LiteRT's builtin kernels run the same model, as they would on a phone without it.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.interpreter import OpResolverType
+
+    source = {"model_content": model} if isinstance(model, bytes) else {"model_path": str(model)}
     # LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate" to descriptor 2.
     with native_stderr_captured():
-        if isinstance(model, bytes):
-            interpreter = Interpreter(model_content=model, num_threads=num_threads)
-        else:
-            interpreter = Interpreter(model_path=str(model), num_threads=num_threads)
-        interpreter.allocate_tensors()  # applies the delegate (and prints) now
-    return interpreter
+        interpreter = Interpreter(**source, num_threads=num_threads)
+        try:
+            interpreter.allocate_tensors()  # applies the delegate (and prints) now
+            interpreter.xnnpack_error = None
+            return interpreter
+        except RuntimeError as error:
+            if "XNNPACK" not in str(error):
+                raise
+            plain = Interpreter(
+                **source,
+                num_threads=num_threads,
+                experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+            )
+            plain.allocate_tensors()
+            plain.xnnpack_error = str(error).strip()
+            return plain
 
 
 class TFLiteModel:

@@ -91,6 +91,36 @@ def test_float32_and_int8_inputs(tmp_path):
     assert int8_in.input["dtype"] == np.int8 and int8_in.input["quantization"] == (1.0, -128)
 
 
+def test_a_model_xnnpack_cannot_prepare_runs_on_the_builtin_kernels(tmp_path, monkeypatch):
+    # XNNPACK's kernels differ per CPU: an AVX2-only EPYC refused a trained int8 SegNet.
+    from ai_edge_litert import interpreter as litert
+
+    model = small_model("unet", num_classes=3)
+    images = to_uint8(random_images(2, 32, 32))
+    path = keras_seg.export.tflite(model, tmp_path / "m.tflite", input_size=32)
+    with_xnnpack = TFLiteModel(path)
+    assert with_xnnpack.interpreter.xnnpack_error is None
+
+    class RefusingXNNPACK(litert.Interpreter):
+        def __init__(self, *args, **kwargs):
+            self.delegates = "experimental_op_resolver_type" not in kwargs
+            super().__init__(*args, **kwargs)
+
+        def allocate_tensors(self):
+            if self.delegates:
+                raise RuntimeError("failed to create XNNPACK runtimeNode number 7 (...)")
+            return super().allocate_tensors()
+
+    monkeypatch.setattr(litert, "Interpreter", RefusingXNNPACK)
+    builtin = TFLiteModel(path)
+    assert "XNNPACK" in builtin.interpreter.xnnpack_error
+    np.testing.assert_allclose(
+        builtin.predict(images)["probabilities"],
+        with_xnnpack.predict(images)["probabilities"],
+        atol=1e-5,
+    )
+
+
 def test_predict_checks_the_fixed_size(tmp_path):
     path = keras_seg.export.tflite(small_model("unet"), tmp_path / "m.tflite", input_size=32)
     with pytest.raises(ValueError, match=r"\[N, 32, 32, C\].*\(1, 40, 32, 3\)"):

