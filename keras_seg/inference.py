@@ -63,7 +63,10 @@ class Predictor:
     A model trained in a mixed precision this machine only emulates (mixed_bfloat16 on a
     CPU without native bfloat16, mixed_float16 without a GPU) runs as a float32 copy with
     the same weights and BatchNorm folded, whatever `fold` says (`float32_copy` is then
-    True, `emulated_policies` names them): emulated, it is several times slower.
+    True, `emulated_policies` names them). Emulated, reduced precision gains no speed
+    (U-Net ResNet-34 at 512 on an AVX2-only EPYC: 1.04 s per image in mixed_bfloat16,
+    1.09 in mixed_float16, 1.05 and 1.03 as the float32 copy) and keeps its rounding; the
+    copy computes what the exports compute.
     """
 
     def __init__(self, model: keras.Model, settings: EvalConfig | None = None, fold: bool = True):

@@ -50,7 +50,7 @@ def onednn_enabled() -> bool:
 def runs_natively(policy: str) -> bool:
     """Whether a Keras dtype policy computes at hardware speed here: float32 everywhere,
     mixed_float16 on a GPU, mixed_bfloat16 on a GPU or a CPU with native bfloat16 (elsewhere
-    TensorFlow emulates them, several times slower than float32)."""
+    TensorFlow emulates them: no faster than float32, with reduced precision's rounding)."""
     if policy == "mixed_float16":
         return gpu_available()
     if policy == "mixed_bfloat16":
