@@ -10,11 +10,25 @@ Example:
 
 __version__ = "0.1.0"
 
+import contextlib
 import os
 
 # TensorFlow's C++ start-up lines (oneDNN, CUDA probing) drown the output; a user who wants
 # them sets TF_CPP_MIN_LOG_LEVEL=0 (see keras_seg.console).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's CPU tensors come from malloc unless this is set; its BFC allocator (the one it
+# uses on GPUs) pools them instead: training and inference steps measured 3-5% faster, peak
+# RSS within a few percent either way (README, "Memory"), and
+# `tf.config.experimental.get_memory_info("CPU:0")` reports what tensors hold.
+# Like the line above it only counts when keras_seg is imported before TensorFlow; a user's
+# own setting (`TF_CPU_ALLOCATOR_USE_BFC=false`) wins.
+if "TF_CPU_ALLOCATOR_USE_BFC" not in os.environ:
+    os.environ["TF_CPU_ALLOCATOR_USE_BFC"] = "true"
+    # The BFC allocator refuses to grow past 64 GiB unless told: allow what the machine has,
+    # as malloc would (tf.data caches of large data sets live there too).
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        _ram_mib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+        os.environ.setdefault("TF_CPU_BFC_MEM_LIMIT_IN_MB", str(max(_ram_mib, 1 << 16)))
 
 from keras_seg.console import import_tensorflow_quietly  # noqa: E402
 

@@ -77,6 +77,28 @@ def versions() -> dict[str, str | None]:
     return out
 
 
+# Environment variables that change which kernels or allocator a run used, with the value
+# keras_seg itself gives them on import (None: TensorFlow's own default).
+_SETTING_VARIABLES = {
+    "TF_ENABLE_ONEDNN_OPTS": None,
+    "TF_CPU_ALLOCATOR_USE_BFC": "true",
+    "TF_NUM_INTRAOP_THREADS": None,
+    "TF_NUM_INTEROP_THREADS": None,
+    "OMP_NUM_THREADS": None,
+}
+
+
+def command_line(kind: str, argv: list[str]) -> str:
+    """How to run this benchmark again: `keras-seg benchmark <kind> ...`, prefixed by the
+    environment variables that were set to other than keras_seg's defaults."""
+    prefix = [
+        f"{name}={os.environ[name]}"
+        for name, default in _SETTING_VARIABLES.items()
+        if name in os.environ and os.environ[name] != default
+    ]
+    return " ".join([*prefix, "keras-seg", "benchmark", kind, *argv])
+
+
 def time_median(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> dict[str, float]:
     """Run `fn` `warmup` times untimed, then `repeats` times; seconds per call (median, min, max)."""
     for _ in range(warmup):

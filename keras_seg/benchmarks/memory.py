@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from keras_seg.benchmarks.common import command_line
 from keras_seg.benchmarks.common import numpy_batch
 from keras_seg.benchmarks.common import one_line
 from keras_seg.benchmarks.common import peak_rss_mib
@@ -244,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             flush=True,
         )
     settings = {
-        "command": "keras-seg benchmark memory " + " ".join(argv or sys.argv[1:]),
+        "command": command_line("memory", list(argv or sys.argv[1:])),
         **{k: v for k, v in vars(args).items() if k not in ("worker", "output", "markdown")},
     }
     versions = {

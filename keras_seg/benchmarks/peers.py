@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from keras_seg.benchmarks import peers_report
+from keras_seg.benchmarks.common import command_line
 from keras_seg.benchmarks.common import numpy_batch
 from keras_seg.benchmarks.common import serve_worker
 from keras_seg.benchmarks.common import write_report
@@ -417,7 +418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "keras_hub_python",
         )
     }  # fmt: skip
-    settings["command"] = "keras-seg benchmark peers " + " ".join(argv or sys.argv[1:])
+    settings["command"] = command_line("peers", list(argv or sys.argv[1:]))
     settings["rows_built"] = {r: ROWS[r]["small"] if args.small else ROWS[r] for r in args.rows}
     results = peers_report.summarise(groups, USER_PATH, INNER_PATH)
     extra = {}

@@ -1,0 +1,54 @@
+"""What `import keras_seg` sets up in a new process before TensorFlow loads."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+_PROBE = """
+import json
+import os
+{first}
+import tensorflow as tf
+tf.constant([1.0, 2.0]) * 2.0
+try:
+    info = tf.config.experimental.get_memory_info("CPU:0")
+    print(json.dumps({{"bfc": True, "limit": os.environ.get("TF_CPU_BFC_MEM_LIMIT_IN_MB")}}))
+except ValueError as error:  # TF's malloc-based CPU allocator keeps no statistics
+    print(json.dumps({{"bfc": False, "error": str(error)[:200]}}))
+"""
+
+
+def _probe(first: str, **env: str) -> dict:
+    environ = {k: v for k, v in os.environ.items() if k != "TF_CPU_ALLOCATOR_USE_BFC"}
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE.format(first=first)],
+        env=environ | {"PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": ""} | env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize(
+    ("first", "env", "bfc"),
+    [
+        ("import keras_seg", {}, True),  # keras_seg first: TF's BFC allocator on the CPU
+        ("import keras_seg", {"TF_CPU_ALLOCATOR_USE_BFC": "false"}, False),  # the user's wins
+        ("", {}, False),  # TensorFlow alone: its default (malloc) allocator
+    ],
+)
+def test_cpu_allocator(first, env, bfc):
+    answer = _probe(first, **env)
+    assert answer["bfc"] is bfc
+    if bfc:  # allowed to grow to the machine's memory, not BFC's default 64 GiB
+        ram_mib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+        assert int(answer["limit"]) == max(ram_mib, 1 << 16)
