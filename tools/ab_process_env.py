@@ -1,0 +1,127 @@
+"""A/B of process-wide settings (environment variables read when TensorFlow starts, such as
+`TF_CPU_ALLOCATOR_USE_BFC` or `TF_ENABLE_ONEDNN_OPTS`) on one row of `keras-seg benchmark
+peers`: each sample is a fresh process, the candidates alternate (A, B, A, B, ...), and the
+report gives per candidate the median step time and the median peak RSS.
+
+Each process builds the row's keras_seg model, runs `--warmup` untimed calls of the user
+path (`train_on_batch` at 256 batch 4 for `train`, `predict_on_batch` at 512 batch 1 for
+`infer`), times `--steps` more and reports its peak RSS.
+
+Example (the README's BFC A/B):
+    python tools/ab_process_env.py --row unet_resnet34 --phase train --rounds 3 \\
+        --candidate malloc TF_CPU_ALLOCATOR_USE_BFC=false \\
+        --candidate bfc TF_CPU_ALLOCATOR_USE_BFC=true --output /tmp/ab_env.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run from a checkout
+
+from keras_seg.benchmarks.common import machine_info  # noqa: E402  (standard library only)
+from keras_seg.benchmarks.common import versions  # noqa: E402
+
+_WORKER = """
+import json, statistics, sys, time
+import keras_seg, keras
+from keras_seg.benchmarks.common import numpy_batch, peak_rss_mib
+from keras_seg.benchmarks.peers import ROWS, _build_keras
+job = json.loads(sys.argv[1])
+keras.utils.set_random_seed(0)
+spec = ROWS[job["row"]]["keras_seg"]
+model = _build_keras({"library": "keras_seg", "spec": spec, "num_classes": 21})
+if job["phase"] == "train":
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+        loss=keras.losses.SparseCategoricalCrossentropy(ignore_class=255, from_logits=True),
+    )
+    x, y = numpy_batch(4, 256, 21, seed=1)
+    call = lambda: model.train_on_batch(x, y)
+else:
+    x, _ = numpy_batch(1, 512, 21, seed=1)
+    call = lambda: model.predict_on_batch(x)
+for _ in range(job["warmup"]):
+    call()
+times = []
+for _ in range(job["steps"]):
+    start = time.perf_counter()
+    call()
+    times.append(time.perf_counter() - start)
+print(json.dumps({"step_s": statistics.median(times), "peak_rss_mib": peak_rss_mib()}))
+"""
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--row", default="unet_resnet34")
+    p.add_argument("--phase", choices=("train", "infer"), default="train")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--steps", type=int, default=4, help="timed calls per process")
+    p.add_argument("--warmup", type=int, default=2, help="untimed calls per process")
+    p.add_argument(
+        "--candidate",
+        nargs="+",
+        action="append",
+        required=True,
+        metavar="NAME [VAR=VALUE ...]",
+        help="a name and the environment it runs under (repeat for each candidate)",
+    )
+    p.add_argument("--output", help="JSON report path")
+    args = p.parse_args()
+    job = json.dumps(
+        {"row": args.row, "phase": args.phase, "steps": args.steps, "warmup": args.warmup}
+    )
+    samples: dict[str, list[dict]] = {c[0]: [] for c in args.candidate}
+    for round_ in range(args.rounds):
+        for name, *assignments in args.candidate:
+            env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2")
+            env.update(a.split("=", 1) for a in assignments)
+            done = subprocess.run(
+                [sys.executable, "-c", _WORKER, job], env=env, capture_output=True, text=True
+            )
+            if done.returncode != 0:
+                last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+                print(f"ab_process_env: candidate {name} failed: {last}", file=sys.stderr)
+                return 1
+            sample = json.loads(done.stdout.strip().splitlines()[-1])
+            samples[name].append(sample)
+            print(
+                f"round {round_ + 1} {name}: step {sample['step_s']:.3f} s, "
+                f"peak RSS {sample['peak_rss_mib']:.0f} MiB",
+                flush=True,
+            )
+    summary = {
+        name: {
+            "median_step_s": statistics.median(s["step_s"] for s in runs),
+            "median_peak_rss_mib": statistics.median(s["peak_rss_mib"] for s in runs),
+            "samples": runs,
+        }
+        for name, runs in samples.items()
+    }
+    for name, row in summary.items():
+        print(
+            f"{name}: median step {row['median_step_s']:.3f} s, "
+            f"median peak RSS {row['median_peak_rss_mib']:.0f} MiB"
+        )
+    if args.output:
+        report = {
+            "command": "python tools/ab_process_env.py " + " ".join(sys.argv[1:]),
+            "machine": machine_info(),
+            "versions": versions(),
+            "candidates": {c[0]: c[1:] for c in args.candidate},
+            "results": summary,
+        }
+        Path(args.output).write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
