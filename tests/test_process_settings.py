@@ -25,7 +25,9 @@ except ValueError as error:  # TF's malloc-based CPU allocator keeps no statisti
 
 
 def _probe(first: str, **env: str) -> dict:
-    environ = {k: v for k, v in os.environ.items() if k != "TF_CPU_ALLOCATOR_USE_BFC"}
+    # This pytest process imported keras_seg, which set both: the child must set them itself.
+    ours = ("TF_CPU_ALLOCATOR_USE_BFC", "TF_CPU_BFC_MEM_LIMIT_IN_MB")
+    environ = {k: v for k, v in os.environ.items() if k not in ours}
     done = subprocess.run(
         [sys.executable, "-c", _PROBE.format(first=first)],
         env=environ | {"PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": ""} | env,
