@@ -33,16 +33,13 @@ _WORKER = """
 import json, statistics, sys, time
 import keras_seg, keras
 from keras_seg.benchmarks.common import numpy_batch, peak_rss_mib
-from keras_seg.benchmarks.peers import ROWS, _build_keras
+from keras_seg.benchmarks.peers import ROWS, _build_keras, compile_like_peers
 job = json.loads(sys.argv[1])
 keras.utils.set_random_seed(0)
 spec = ROWS[job["row"]]["keras_seg"]
 model = _build_keras({"library": "keras_seg", "spec": spec, "num_classes": 21})
 if job["phase"] == "train":
-    model.compile(
-        optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
-        loss=keras.losses.SparseCategoricalCrossentropy(ignore_class=255, from_logits=True),
-    )
+    compile_like_peers(model)
     x, y = numpy_batch(4, 256, 21, seed=1)
     call = lambda: model.train_on_batch(x, y)
 else:

@@ -94,6 +94,7 @@ def keras_worker(job: dict[str, Any]) -> dict[str, Any]:
     import tensorflow as tf
 
     from keras_seg.benchmarks.peers import _build_keras
+    from keras_seg.benchmarks.peers import compile_like_peers
     from keras_seg.layers import native_dilated_convolution
     from keras_seg.machine import onednn_enabled
 
@@ -102,11 +103,7 @@ def keras_worker(job: dict[str, Any]) -> dict[str, Any]:
     model = _build_keras(
         {"library": "keras_seg", "spec": job["spec"], "num_classes": job["num_classes"]}
     )
-    model.compile(
-        optimizer=keras.optimizers.SGD(learning_rate=0.01, momentum=0.9),
-        loss=keras.losses.SparseCategoricalCrossentropy(ignore_class=255, from_logits=True),
-        metrics=[],
-    )
+    compile_like_peers(model)
     x, y = numpy_batch(job["batch"], job["size"], job["num_classes"], seed=1)
     x, y = tf.constant(x), tf.constant(y.astype("int32"))
     rss_built = _rss_mib()

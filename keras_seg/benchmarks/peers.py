@@ -165,6 +165,18 @@ def _build_keras(job: dict[str, Any]):
     )
 
 
+def compile_like_peers(model) -> None:
+    """The training recipe of every peers and memory row, as the PyTorch workers spell it:
+    SGD (0.01, momentum 0.9), cross-entropy on logits ignoring 255, no metrics."""
+    import keras
+
+    model.compile(
+        optimizer=keras.optimizers.SGD(learning_rate=0.01, momentum=0.9),
+        loss=keras.losses.SparseCategoricalCrossentropy(ignore_class=255, from_logits=True),
+        metrics=[],  # not None: that would keep the metrics a keras-hub task set itself
+    )
+
+
 def keras_setup(job: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Build the job's Keras model; return (info, {"case/path": (fn, images, count)})."""
     import keras
@@ -193,11 +205,7 @@ def keras_setup(job: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
             )
             calls[f"{name}/inner"] = (lambda t=tensor: inner(t), b, None)
     else:
-        model.compile(
-            optimizer=keras.optimizers.SGD(learning_rate=0.01, momentum=0.9),
-            loss=keras.losses.SparseCategoricalCrossentropy(ignore_class=255, from_logits=True),
-            metrics=[],  # not None: that would keep the metrics a keras-hub task set itself
-        )
+        compile_like_peers(model)
         # The body of train_on_batch and fit, without their Python around it.
         inner = tf.function(lambda x, y: model.train_step((x, y)), autograph=False)
         for name, case in job["cases"].items():
