@@ -54,3 +54,26 @@ def test_cpu_allocator(first, env, bfc):
     if bfc:  # allowed to grow to the machine's memory, not BFC's default 64 GiB
         ram_mib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
         assert int(answer["limit"]) == max(ram_mib, 1 << 16)
+
+
+@pytest.mark.parametrize(
+    ("env", "onednn", "gpu", "shown"),
+    [
+        ({}, False, False, True),  # TensorFlow chose Eigen on a CPU: say how to get oneDNN
+        ({"TF_ENABLE_ONEDNN_OPTS": "0"}, False, False, False),  # the user chose Eigen
+        ({}, True, False, False),  # oneDNN already on (AVX-512 VNNI/BF16, AMX)
+        ({}, False, True, False),  # a GPU trains
+    ],
+)
+def test_eigen_kernels_note(monkeypatch, env, onednn, gpu, shown):
+    from keras_seg import machine
+
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(machine, "onednn_enabled", lambda: onednn)
+    monkeypatch.setattr(machine, "gpu_available", lambda: gpu)
+    note = machine.eigen_kernels_note()
+    assert (note is not None) is shown
+    if shown:
+        assert "TF_ENABLE_ONEDNN_OPTS=1" in note and note.startswith("note: ")

@@ -37,6 +37,7 @@ from keras_seg.config import save_config
 from keras_seg.losses import build_loss
 from keras_seg.losses import count_labels
 from keras_seg.losses import median_frequency_weights
+from keras_seg.machine import eigen_kernels_note
 from keras_seg.metrics import MeanIoU
 from keras_seg.metrics import format_table
 from keras_seg.training import callbacks as cb
@@ -204,6 +205,9 @@ def train(
         f"{info.num_classes} classes, policy {policy}, {strategy.num_replicas_in_sync} replica(s), "
         f"{cfg.train.steps} steps of batch {cfg.train.batch_size}"
     )
+    note = eigen_kernels_note()
+    if note and chief:
+        print(note)
     t0 = time.perf_counter()
     done = start
     for initial_epoch, epochs, steps in _fit_segments(

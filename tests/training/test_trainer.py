@@ -16,6 +16,7 @@ import tensorflow as tf
 from keras_seg import runs
 from keras_seg.cli import main
 from keras_seg.config import load_config
+from keras_seg.machine import eigen_kernels_note
 from keras_seg.training import TrainingDiverged
 from keras_seg.training import callbacks as cb
 from keras_seg.training import datasets
@@ -50,6 +51,9 @@ def test_train_writes_the_run_files(tmp_path, capsys):
     # The per-class table of the final evaluation is printed, as `evaluate` prints it.
     out = capsys.readouterr().out
     assert "best.keras on synthetic/val at full resolution" in out and "rectangle" in out
+    # Where TensorFlow chose Eigen's CPU kernels by itself, the run says how to get oneDNN's.
+    note = eigen_kernels_note()
+    assert (note is not None and note in out) or (note is None and "note: " not in out)
 
     model = keras.saving.load_model(run / "final.keras")  # no custom_objects needed
     assert getattr(model, "optimizer", None) is None, "the .keras files hold the model only"
