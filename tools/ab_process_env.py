@@ -21,6 +21,8 @@ import os
 import statistics
 import subprocess
 import sys
+from datetime import datetime
+from datetime import timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -110,6 +112,7 @@ def main() -> int:
         )
     if args.output:
         report = {
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "command": "python tools/ab_process_env.py " + " ".join(sys.argv[1:]),
             "machine": machine_info(),
             "versions": versions(),
