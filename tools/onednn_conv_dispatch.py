@@ -18,14 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout
 
-from keras_seg.benchmarks.common import write_report  # noqa: E402  (standard library only)
+from keras_seg.benchmarks.common import run_worker  # noqa: E402  (standard library only)
+from keras_seg.benchmarks.common import write_report  # noqa: E402
 
 # (name, height=width, input channels, output channels): U-Net ResNet-34's 3x3 convolutions
 # at 512x512 input, one per stage (the encoder's BasicBlocks, the decoder's first conv after
@@ -67,18 +67,14 @@ print("@@RESULT " + json.dumps(out), flush=True)
 
 
 def _run(job: dict, env: dict[str, str]) -> tuple[dict[str, float], str]:
-    proc = subprocess.run(
+    out = run_worker(
         [sys.executable, "-c", _WORKER, json.dumps(job)],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        check=False,
+        {**os.environ, **env},
+        "onednn_conv_dispatch: worker failed",
     )
-    if proc.returncode:
-        raise SystemExit(f"onednn_conv_dispatch: worker failed: {proc.stderr.strip()[-400:]}")
-    for line in proc.stdout.splitlines():
+    for line in out.splitlines():
         if line.startswith("@@RESULT "):
-            return json.loads(line[len("@@RESULT ") :]), proc.stdout
+            return json.loads(line[len("@@RESULT ") :]), out
     raise SystemExit("onednn_conv_dispatch: the worker printed no result")
 
 

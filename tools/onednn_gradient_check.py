@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -32,7 +31,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout
 
-from keras_seg.benchmarks.common import write_report  # noqa: E402  (standard library only)
+from keras_seg.benchmarks.common import run_worker  # noqa: E402  (standard library only)
+from keras_seg.benchmarks.common import write_report  # noqa: E402
 
 # (model, backbone, builder arguments): every architecture at its default, plus the
 # separable ASPP and the MobileNetV2 backbone (dilated depthwise convolutions).
@@ -88,15 +88,11 @@ with open(path, "w") as f:
 
 def _gradients(name: str, env: dict[str, str], tmp: Path) -> dict:
     path = tmp / f"grads_{name}.json"
-    proc = subprocess.run(
+    run_worker(
         [sys.executable, "-c", _WORKER, json.dumps(MODELS), str(path)],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        check=False,
+        {**os.environ, **env},
+        "onednn_gradient_check: worker failed",
     )
-    if proc.returncode:
-        raise SystemExit(f"onednn_gradient_check: worker failed: {proc.stderr.strip()[-600:]}")
     import numpy as np
 
     result = json.loads(path.read_text())

@@ -12,6 +12,7 @@ import os
 import platform
 import resource
 import statistics
+import subprocess
 import sys
 import time
 import traceback
@@ -155,6 +156,16 @@ def numpy_batch(batch: int, size: int, num_classes: int, seed: int = 0):
     y = rng.integers(0, num_classes, (batch, size, size))
     y[rng.random(y.shape) < 0.05] = 255
     return x, y
+
+
+def run_worker(command: list[str], env: dict[str, str], failure: str) -> str:
+    """Run a benchmark worker process; its stdout, or SystemExit with `failure: <its last
+    stderr line>` when it fails."""
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise SystemExit(f"{failure}: {last}")
+    return done.stdout
 
 
 def one_line(error: BaseException) -> str:

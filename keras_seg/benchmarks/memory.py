@@ -28,7 +28,6 @@ import argparse
 import collections
 import json
 import os
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,6 +37,7 @@ from keras_seg.benchmarks.common import command_line
 from keras_seg.benchmarks.common import numpy_batch
 from keras_seg.benchmarks.common import one_line
 from keras_seg.benchmarks.common import peak_rss_mib
+from keras_seg.benchmarks.common import run_worker
 from keras_seg.benchmarks.common import write_report
 from keras_seg.benchmarks.peers import ROWS
 
@@ -129,11 +129,8 @@ def keras_worker(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run(command: list[str], env: dict[str, str], what: str) -> dict[str, Any]:
-    done = subprocess.run(command, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise SystemExit(f"keras-seg benchmark memory: the {what} worker failed: {last}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    out = run_worker(command, env, f"keras-seg benchmark memory: the {what} worker failed")
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def measure_row(args, row: str) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The reproduction command a benchmark writes names the settings it ran under."""
+"""What every benchmark shares: the reproduction command names its settings; workers fail in one line."""
 
 import pytest
 
@@ -23,3 +23,18 @@ def test_settings_that_change_kernels_or_allocator_are_named(environ):
     assert command_line("memory", ["--small"]) == (
         "TF_ENABLE_ONEDNN_OPTS=1 TF_CPU_ALLOCATOR_USE_BFC=false keras-seg benchmark memory --small"
     )
+
+
+def test_run_worker_returns_stdout_or_exits_with_the_workers_last_line():
+    import sys
+
+    from keras_seg.benchmarks.common import run_worker
+
+    assert run_worker([sys.executable, "-c", "print('ok')"], {}, "unused") == "ok\n"
+    failing = [
+        sys.executable,
+        "-c",
+        "import sys; print('noise', file=sys.stderr); sys.exit('bad x')",
+    ]
+    with pytest.raises(SystemExit, match=r"^demo: the worker failed: bad x$"):
+        run_worker(failing, {}, "demo: the worker failed")
