@@ -7,6 +7,9 @@ Each process builds the row's keras_seg model, runs `--warmup` untimed calls of 
 path (`train_on_batch` at 256 batch 4 for `train`, `predict_on_batch` at 512 batch 1 for
 `infer`), times `--steps` more and reports its peak RSS.
 
+The environment variable `AB_KERAS_SGD=1` trains with Keras's own SGD instead of keras_seg's
+(`keras_seg.training.optimizers.SGD`), for the optimizer A/B in bench_results/perf.md.
+
 Example (the README's BFC A/B):
     python tools/ab_process_env.py --row unet_resnet34 --phase train --rounds 3 \\
         --candidate malloc TF_CPU_ALLOCATOR_USE_BFC=false \\
@@ -32,7 +35,7 @@ from keras_seg.benchmarks.common import machine_info  # noqa: E402  (standard li
 from keras_seg.benchmarks.common import versions  # noqa: E402
 
 _WORKER = """
-import json, statistics, sys, time
+import json, os, statistics, sys, time
 import keras_seg, keras
 from keras_seg.benchmarks.common import numpy_batch, peak_rss_mib
 from keras_seg.benchmarks.peers import ROWS, _build_keras, compile_like_peers
@@ -41,7 +44,7 @@ keras.utils.set_random_seed(0)
 spec = ROWS[job["row"]]["keras_seg"]
 model = _build_keras({"library": "keras_seg", "spec": spec, "num_classes": 21})
 if job["phase"] == "train":
-    compile_like_peers(model)
+    compile_like_peers(model, keras_seg_sgd=not os.environ.get("AB_KERAS_SGD"))
     x, y = numpy_batch(4, 256, 21, seed=1)
     call = lambda: model.train_on_batch(x, y)
 else:

@@ -165,13 +165,20 @@ def _build_keras(job: dict[str, Any]):
     )
 
 
-def compile_like_peers(model) -> None:
+def compile_like_peers(model, keras_seg_sgd: bool = True) -> None:
     """The training recipe of every peers and memory row, as the PyTorch workers spell it:
-    SGD (0.01, momentum 0.9), cross-entropy on logits ignoring 255, no metrics."""
+    SGD (0.01, momentum 0.9), cross-entropy on logits ignoring 255, no metrics.
+
+    The SGD is the one each library's users train with: keras_seg's (what `keras-seg train`
+    builds, each variable's update waiting for its gradient) for keras_seg, Keras's for
+    keras-hub (`keras_seg_sgd=False`)."""
     import keras
 
+    from keras_seg.training import optimizers
+
+    sgd = optimizers.SGD if keras_seg_sgd else keras.optimizers.SGD
     model.compile(
-        optimizer=keras.optimizers.SGD(learning_rate=0.01, momentum=0.9),
+        optimizer=sgd(learning_rate=0.01, momentum=0.9),
         loss=keras.losses.SparseCategoricalCrossentropy(ignore_class=255, from_logits=True),
         metrics=[],  # not None: that would keep the metrics a keras-hub task set itself
     )
@@ -205,7 +212,7 @@ def keras_setup(job: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
             )
             calls[f"{name}/inner"] = (lambda t=tensor: inner(t), b, None)
     else:
-        compile_like_peers(model)
+        compile_like_peers(model, keras_seg_sgd=job["library"] == "keras_seg")
         # The body of train_on_batch and fit, without their Python around it.
         inner = tf.function(lambda x, y: model.train_step((x, y)), autograph=False)
         for name, case in job["cases"].items():

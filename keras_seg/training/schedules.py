@@ -13,6 +13,8 @@ import keras
 from keras import ops
 
 from keras_seg.config import TrainConfig
+from keras_seg.training.optimizers import SGD
+from keras_seg.training.optimizers import AdamW
 from keras_seg.training.optimizers import LayerwiseAdamW
 from keras_seg.training.optimizers import LayerwiseSGD
 
@@ -88,14 +90,15 @@ def build_optimizer(cfg: TrainConfig) -> keras.optimizers.Optimizer:
     from Caffe's L2-in-the-gradient only through the momentum of the decay term.
     Norm-layer gamma/beta (BatchNorm, LayerNorm) and biases are excluded unless
     `cfg.decay_norm_and_bias` (PyTorch's `AdamW(model.parameters())` decays them all).
-    AdamW's epsilon is PyTorch's (`ADAM_EPSILON`). With `cfg.lr_multipliers`, the optimizer is the layer-wise
-    subclass (`keras_seg.training.optimizers`) that scales each variable's learning rate.
+    AdamW's epsilon is PyTorch's (`ADAM_EPSILON`). The classes are keras_seg's subclasses
+    (`keras_seg.training.optimizers`): each variable's update waits for its gradient; with
+    `cfg.lr_multipliers` they also scale each variable's learning rate.
     """
     schedule = build_schedule(cfg)
     weight_decay = cfg.weight_decay or None
     layerwise = {"lr_multipliers": cfg.lr_multipliers} if cfg.lr_multipliers else {}
     if cfg.optimizer == "sgd":
-        optimizer = (LayerwiseSGD if layerwise else keras.optimizers.SGD)(
+        optimizer = (LayerwiseSGD if layerwise else SGD)(
             schedule,
             momentum=cfg.momentum,
             nesterov=cfg.nesterov,
@@ -103,7 +106,7 @@ def build_optimizer(cfg: TrainConfig) -> keras.optimizers.Optimizer:
             **layerwise,
         )
     elif cfg.optimizer == "adamw":
-        optimizer = (LayerwiseAdamW if layerwise else keras.optimizers.AdamW)(
+        optimizer = (LayerwiseAdamW if layerwise else AdamW)(
             schedule, weight_decay=cfg.weight_decay, epsilon=ADAM_EPSILON, **layerwise
         )
     else:

@@ -6,6 +6,8 @@ import os
 import sys
 from pathlib import Path
 
+import keras
+import numpy as np
 import yaml
 
 from keras_seg.config import Config
@@ -51,3 +53,18 @@ def cli_env(**extra: str) -> dict[str, str]:
 
 
 CLI = [sys.executable, "-m", "keras_seg"]
+
+
+def tiny_model() -> keras.Model:
+    """Conv, LayerNorm, ReLU, 1x1 logits on 8x8x3: the optimizer tests' model."""
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="body_conv")(inputs)
+    x = keras.layers.LayerNormalization(name="body_norm")(x)
+    x = keras.layers.Conv2D(3, 1, name="logits")(keras.layers.ReLU()(x))
+    return keras.Model(inputs, x)
+
+
+def tiny_batch():
+    """Two 8x8 images and labels of 3 classes, fixed."""
+    rng = np.random.default_rng(0)
+    return rng.uniform(-1, 1, (2, 8, 8, 3)).astype("float32"), rng.integers(0, 3, (2, 8, 8))

@@ -7,34 +7,24 @@ import pytest
 from keras_seg.config import ConfigError
 from keras_seg.config import TrainConfig
 from keras_seg.config import config_from_dict
+from keras_seg.training import optimizers
 from keras_seg.training.optimizers import LayerwiseAdamW
 from keras_seg.training.optimizers import LayerwiseSGD
 from keras_seg.training.optimizers import variable_factors
 from keras_seg.training.schedules import build_optimizer
+from tests.training.common import tiny_batch
+from tests.training.common import tiny_model
 
 HEAD = {"^logits/": 10.0}
-
-
-def _tiny_model() -> keras.Model:
-    inputs = keras.Input((8, 8, 3))
-    x = keras.layers.Conv2D(4, 3, padding="same", name="body_conv")(inputs)
-    x = keras.layers.LayerNormalization(name="body_norm")(x)
-    x = keras.layers.Conv2D(3, 1, name="logits")(keras.layers.ReLU()(x))
-    return keras.Model(inputs, x)
-
-
-def _batch():
-    rng = np.random.default_rng(0)
-    return rng.uniform(-1, 1, (2, 8, 8, 3)).astype("float32"), rng.integers(0, 3, (2, 8, 8))
 
 
 def _moves(train_cfg: TrainConfig) -> dict[str, np.ndarray]:
     """Variable path -> change after one `train_on_batch` step from fixed initial weights."""
     keras.utils.set_random_seed(0)
-    model = _tiny_model()
+    model = tiny_model()
     before = {v.path: v.numpy() for v in model.trainable_variables}
     model.compile(optimizer=build_optimizer(train_cfg), loss="sparse_categorical_crossentropy")
-    model.train_on_batch(*_batch())
+    model.train_on_batch(*tiny_batch())
     return {v.path: v.numpy() - before[v.path] for v in model.trainable_variables}
 
 
@@ -75,7 +65,7 @@ def test_optimizer_classes_and_first_match_wins():
     assert isinstance(optimizer, LayerwiseAdamW) and isinstance(optimizer, keras.optimizers.AdamW)
     assert optimizer.get_config()["lr_multipliers"] == {"logits": 10.0, "o": 2.0}
     assert isinstance(build_optimizer(TrainConfig(lr_multipliers=HEAD)), LayerwiseSGD)
-    assert type(build_optimizer(TrainConfig())) is keras.optimizers.SGD  # none: unchanged
+    assert type(build_optimizer(TrainConfig())) is optimizers.SGD  # none: not layer-wise
     paths = ["body_conv/kernel", "logits/kernel", "body_norm/gamma"]
     assert variable_factors({"logits": 10.0, "o": 2.0}, paths) == [2.0, 10.0, 2.0]
     assert variable_factors({}, paths) == [1.0, 1.0, 1.0]
