@@ -21,6 +21,8 @@ gradients of a dilated Conv2D, so there the layer keeps Keras' path
 keeps only its input for the gradient and recomputes the folded copy in the backward pass
 (`recompute_in_backward`). In DeepLabV3+ ResNet-50's ASPP at 256x256, batch 4, the folded
 copies it no longer keeps are 191 MiB (rate 18 folds a 16x16 map into 54x54 of padding).
+And where a rate reaches past the map, the taps that read only padding are cropped from the
+kernel (`visible_taps`): that rate-18 branch is then a 1x1 depthwise product, no fold at all.
 
 ONNX: ONNX Runtime refuses a dilated Conv with `auto_pad` SAME, which tf2onnx makes of the
 op, but converts the space-to-batch form, so the ONNX export traces inside
@@ -123,17 +125,43 @@ def _depthwise_recomputed(layer, inputs, kernel, training):
     ):
         return None
 
+    kernel, rates = visible_taps(layer, inputs.shape, keras.ops.cast(kernel, inputs.dtype))
+
     def depthwise(x, k):
         return keras.ops.depthwise_conv(
             x,
             k,
             strides=layer.strides,
             padding=layer.padding,
-            dilation_rate=layer.dilation_rate,
+            dilation_rate=rates,
             data_format=layer.data_format,
         )
 
-    return recompute_in_backward(depthwise)(inputs, keras.ops.cast(kernel, inputs.dtype))
+    if max(rates) == 1:  # no space-to-batch copy left to recompute
+        return depthwise(inputs, kernel)
+    return recompute_in_backward(depthwise)(inputs, kernel)
+
+
+def visible_taps(layer, input_shape, kernel):
+    """`(kernel, rates)`: the kernel cropped to the taps that can reach the input.
+
+    With "same" padding at stride 1, tap `j` (of `-(k // 2) .. k // 2`) at rate `d` reads only
+    padding when `|j| * d > size - 1`, so it adds zeros: DeepLabV3+'s rate-18 branch on the
+    16x16 map of a 256 crop (output stride 16) is a 1x1 depthwise product. Cropping skips
+    space-to-batch, which folds that map into 54x54 of padding (93 MiB at 2048 channels and
+    batch 4, with as much again as scratch in its gradient: `keras-seg benchmark memory`), for
+    the same values and gradients (the cropped taps' gradients are zeros either way). Axes
+    of unknown size, even kernels, other paddings or strides are left as they are."""
+    rates = tuple(layer.dilation_rate)
+    if layer.padding != "same" or max(layer.strides) != 1:
+        return kernel, rates
+    crops, kept_rates = [], []
+    for k, d, size in zip(kernel.shape[:2], rates, input_shape[1:3], strict=True):
+        half = k // 2
+        keep = half if size is None or k % 2 == 0 else min(half, (size - 1) // d)
+        crops.append(slice(half - keep, half + keep + 1))
+        kept_rates.append(d if keep else 1)
+    return kernel[crops[0], crops[1]], tuple(kept_rates)
 
 
 def _bias_activation(layer, outputs):

@@ -203,6 +203,35 @@ def test_recomputed_depthwise_equals_keras_in_value_and_gradient(kind, rate):
     np.testing.assert_array_equal(ours(x).numpy(), theirs(x).numpy())  # inference: Keras' call
 
 
+@pytest.mark.parametrize("kind", ["separable", "depthwise"])
+@pytest.mark.parametrize("shape, rate", [((2, 16, 16, 6), 18), ((2, 12, 30, 6), 12)])
+def test_taps_that_only_see_padding_are_cropped(kind, shape, rate):
+    """A rate at least the map's size: the off-centre taps read only padding. Same values and
+    gradients as Keras (whose kernel gradient is zero there too), and on a 16x16 map at rate 18
+    no space-to-batch at all (12x30 at rate 12: cropped along the height only)."""
+    ours, theirs = _depthwise_pair(kind, rate)
+    x = _input(shape)
+    got, want = (_training_output_and_gradients(layer, x) for layer in (ours, theirs))
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * np.abs(b).max())
+    kernel_grad = got[2]
+    assert np.abs(kernel_grad[1]).max() > 0 and np.abs(kernel_grad[0]).max() == 0  # centre row
+
+    def op_types(layer):
+        def step(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = layer(x, training=True)
+            return tape.gradient(y, [x, *layer.trainable_weights])
+
+        graph = tf.function(step).get_concrete_function(tf.TensorSpec(shape)).graph
+        return {op.type for op in graph.get_operations()}
+
+    width_still_dilated = shape[2] > rate
+    assert ("SpaceToBatchND" in op_types(ours)) == width_still_dilated
+    assert "SpaceToBatchND" in op_types(theirs)
+
+
 def test_recomputed_depthwise_in_mixed_bfloat16():
     ours, theirs = _depthwise_pair("separable", 6, dtype="mixed_bfloat16")
     x = _input((2, 20, 20, 6))
