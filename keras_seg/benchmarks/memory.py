@@ -8,7 +8,9 @@ processes, one per library:
   forward tensors that the gradient of `model.train_step` reads, found in its traced graph
   (each tensor a gradient op reads that the forward pass made; variables and the batch
   excluded), summed by the op that made them; then `--steps` `train_on_batch` calls: the
-  allocator's peak above what the model and optimizer hold, and RSS.
+  allocator's peak above what the model and optimizer hold, and RSS; then one step under the
+  TensorFlow profiler, whose allocation events give what is allocated at that step's peak
+  (forward outputs, the backward pass's outputs and scratch, the optimizer's temporaries).
 - SMP: the tensors autograd keeps for the backward pass (`saved_tensors_hooks`), summed by
   the node that keeps them; then the same steps and RSS (`memory_torch.py`).
 
@@ -28,7 +30,9 @@ import argparse
 import collections
 import json
 import os
+import re
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -88,6 +92,93 @@ def kept_for_gradient(graph, prefixes: Sequence[str]) -> dict[str, Any]:
     }
 
 
+def allocation_events(xplane_path: str) -> list[dict[str, Any]]:
+    """The allocator's `MemoryAllocation` / `MemoryDeallocation` events of a profiler trace,
+    in time order: `{event, addr, bytes, in_use, tf_op, region}` (`in_use`: the allocator's
+    bytes in use after the event; `bytes`: this allocation's size).
+
+    Read from the trace itself: TensorBoard's `memory_profile` tool keeps one step id, and
+    the ops of a `tf.custom_gradient`'s function run under another (for DeepLabV3+ it then
+    showed one allocation at the peak)."""
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    space = xplane_pb2.XSpace.FromString(Path(xplane_path).read_bytes())
+    events = []
+    for plane in space.planes:
+        for line in plane.lines:
+            for event in line.events:
+                name = plane.event_metadata[event.metadata_id].name
+                if name not in ("MemoryAllocation", "MemoryDeallocation"):
+                    continue
+                stats = {}
+                for stat in event.stats:
+                    key = plane.stat_metadata[stat.metadata_id].name
+                    ref = plane.stat_metadata[stat.ref_value].name if stat.ref_value else ""
+                    stats[key] = stat.str_value or ref or stat.int64_value or stat.uint64_value
+                events.append(
+                    {
+                        "time_ps": line.timestamp_ns * 1000 + event.offset_ps,
+                        "event": "free" if name == "MemoryDeallocation" else "alloc",
+                        "addr": stats.get("addr"),
+                        "bytes": int(stats.get("allocation_bytes") or 0),
+                        "in_use": int(stats.get("bytes_allocated") or 0),
+                        "tf_op": str(stats.get("tf_op") or ""),
+                        "region": str(stats.get("region_type") or ""),
+                    }
+                )
+    return sorted(events, key=lambda e: e["time_ps"])
+
+
+def live_at_peak(events: Sequence[dict[str, Any]], model_name: str, optimizer_name: str) -> dict:
+    """What the step allocated and still held when the allocator was fullest: MiB by where it
+    was made (`forward`: the model's ops, `backward`: `gradient_tape/`, `optimizer`, `other`:
+    e.g. a custom gradient's recomputation), its region (an op's `output` or its `temp`
+    scratch) and the op (the last part of its name, e.g. `Conv2DBackpropFilter`), largest
+    first. Allocations from before the trace are in `allocator_in_use_at_peak_mib` only."""
+    live: dict[Any, dict[str, Any]] = {}
+    peak, at_peak = -1, {}
+    for event in events:
+        if event["event"] == "alloc":
+            live[event["addr"]] = event
+        else:
+            live.pop(event["addr"], None)
+        if event["in_use"] > peak:
+            peak, at_peak = event["in_use"], dict(live)
+    kinds: collections.Counter = collections.Counter()
+    for event in at_peak.values():
+        name = event["tf_op"]
+        if name.startswith("gradient_tape/"):
+            phase = "backward"
+        elif name.startswith((f"{model_name}_", f"{model_name}/")):
+            phase = "forward"
+        elif name.lower().startswith(f"{optimizer_name.lower()}/"):
+            phase = "optimizer"
+        else:
+            phase = "other"
+        op = re.sub(r"_\d+$", "", name.rsplit("/", 1)[-1]) or "?"
+        kinds[f"{phase} {event['region'] or '?'} {op}"] += event["bytes"] / 2**20
+    return {
+        "live_at_peak_mib": sum(kinds.values()),
+        "allocator_in_use_at_peak_mib": max(peak, 0) / 2**20,
+        "live_at_peak_by_kind_mib": dict(kinds.most_common()),
+    }
+
+
+def _profiled_step(model, x, y) -> dict[str, Any]:
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory() as logdir:
+        tf.profiler.experimental.start(logdir)
+        model.train_on_batch(x, y)
+        tf.profiler.experimental.stop()
+        (path,) = Path(logdir).glob("**/*.xplane.pb")
+        events = allocation_events(str(path))
+    live = live_at_peak(events, model.name, model.optimizer.name)
+    if not live["live_at_peak_by_kind_mib"]:
+        raise RuntimeError("the profiler's trace has no allocation at the step's peak")
+    return live
+
+
 def keras_worker(job: dict[str, Any]) -> dict[str, Any]:
     """The TensorFlow side of one row (run in its own process with the BFC CPU allocator)."""
     import keras
@@ -116,16 +207,21 @@ def keras_worker(job: dict[str, Any]) -> dict[str, Any]:
     for _ in range(job["steps"]):
         model.train_on_batch(x, y)
     info = tf.config.experimental.get_memory_info("CPU:0")
-    return result | {
-        "allocator_held_mib": held / 2**20,
-        "allocator_step_peak_mib": (info["peak"] - held) / 2**20,
-        "rss_built_mib": rss_built,
-        "rss_after_steps_mib": _rss_mib(),
-        "peak_rss_mib": peak_rss_mib(),
-        "onednn": onednn_enabled(),
-        "native_dilated_convolution": native_dilated_convolution(),
-        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
-    }
+    rss_after_steps, peak_rss = _rss_mib(), peak_rss_mib()  # before the profiler's buffers
+    return (
+        result
+        | _profiled_step(model, x, y)
+        | {
+            "allocator_held_mib": held / 2**20,
+            "allocator_step_peak_mib": (info["peak"] - held) / 2**20,
+            "rss_built_mib": rss_built,
+            "rss_after_steps_mib": rss_after_steps,
+            "peak_rss_mib": peak_rss,
+            "onednn": onednn_enabled(),
+            "native_dilated_convolution": native_dilated_convolution(),
+            "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
+        }
+    )
 
 
 def _run(command: list[str], env: dict[str, str], what: str) -> dict[str, Any]:
@@ -193,6 +289,17 @@ def markdown(payload: dict[str, Any]) -> str:
             kinds = r[side]["kept_by_kind_mib"]
             top = ", ".join(f"{k} {v:.0f}" for k, v in list(kinds.items())[:8] if v >= 0.5)
             lines.append(f"- {r['title']}, {side}: {top}")
+    lines += [
+        "",
+        "keras_seg, allocated at TensorFlow's allocator peak of a profiled step (the profiler's "
+        "allocation events), MiB by phase, region and op:",
+        "",
+    ]
+    for r in payload["results"]:
+        k = r["keras_seg"]
+        kinds = k["live_at_peak_by_kind_mib"]
+        top = ", ".join(f"{name} {v:.0f}" for name, v in list(kinds.items())[:10] if v >= 0.5)
+        lines.append(f"- {r['title']} ({k['live_at_peak_mib']:.0f} in all): {top}")
     return "\n".join(lines) + "\n"
 
 

@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 from keras_seg.benchmarks.memory import kept_for_gradient
+from keras_seg.benchmarks.memory import live_at_peak
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -33,6 +34,29 @@ def test_kept_for_gradient_counts_what_the_backward_pass_reads():
     assert kept["kept_by_kind_mib"] == {"Relu": 4 * 16 * 4 / 2**20}
     assert kept["kept_tensors"] == 1 and kept["unsized_tensors"] == []
     assert kept_for_gradient(graph, ["elsewhere/"])["kept_tensors"] == 0
+
+
+def test_live_at_peak_replays_the_allocators_events():
+    def event(kind, addr, mib, in_use, op="", region="output"):
+        return {"event": kind, "addr": addr, "bytes": mib * 2**20, "in_use": in_use * 2**20,
+                "tf_op": op, "region": region}  # fmt: skip
+
+    events = [
+        event("alloc", 1, 8, 108, "net_1/conv_1/convolution"),
+        event("alloc", 2, 3, 111, "SGD/Mul_12"),
+        event("alloc", 3, 72, 183, "gradient_tape/net_1/conv_1/Conv2DBackpropFilter", "temp"),
+        event("alloc", 4, 16, 199, "depthwise_2/SpaceToBatchND"),  # a custom gradient's
+        event("free", 3, 72, 127),
+        event("alloc", 5, 50, 177, "net_1/conv_2/convolution"),  # less than the peak: ignored
+    ]
+    live = live_at_peak(events, "net", "sgd")
+    assert live["live_at_peak_by_kind_mib"] == {
+        "backward temp Conv2DBackpropFilter": 72,
+        "other output SpaceToBatchND": 16,
+        "forward output convolution": 8,
+        "optimizer output Mul": 3,
+    }
+    assert live["live_at_peak_mib"] == 99 and live["allocator_in_use_at_peak_mib"] == 199
 
 
 @pytest.mark.slow
@@ -62,7 +86,13 @@ def test_the_command_compares_both_libraries(tmp_path):
     assert row["kept_ratio"] == pytest.approx(
         ours["kept_for_gradient_mib"] / theirs["kept_for_gradient_mib"]
     )
+    # The profiled step: forward outputs and the backward pass's own allocations at its peak.
+    kinds = ours["live_at_peak_by_kind_mib"]
+    assert any(k.startswith("forward output") for k in kinds), kinds
+    assert any(k.startswith("backward ") for k in kinds), kinds
+    assert 0 < ours["live_at_peak_mib"] <= ours["allocator_in_use_at_peak_mib"] + 1
     assert "U-Net ResNet-34 (small)" in md.read_text()
+    assert "allocated at TensorFlow's allocator peak" in md.read_text()
     assert "kept for the gradient" in done.stdout
 
 
