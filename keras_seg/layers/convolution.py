@@ -114,7 +114,8 @@ class AtrousConv2D(keras.layers.Conv2D):
 
 
 def _depthwise_recomputed(layer, inputs, kernel, training):
-    """The layer's depthwise step; when training a dilated one, through `recompute_in_backward`.
+    """The layer's depthwise step; when training a dilated one, through `recompute_in_backward`
+    (after `visible_taps` crops the taps that read only padding; none left dilated: direct).
 
     None where that does not apply (Keras' own call then runs)."""
     if not (
