@@ -92,10 +92,10 @@ class UpdateWithGradientMixin:
             if factor != 1.0:
                 learning_rate = ops.multiply(learning_rate, factor)
             if self.weight_decay is not None and self._use_weight_decay(variable):
-                rate = ops.cast(learning_rate, variable.dtype) * ops.cast(
-                    self.weight_decay, variable.dtype
-                )
-                self.assign_sub(variable, ops.multiply(variable, rate))
+                # Keras's own expression, in its order: bit for bit the same decay.
+                lr = ops.cast(learning_rate, variable.dtype)
+                wd = ops.cast(self.weight_decay, variable.dtype)
+                variable.assign(variable - variable * wd * lr)
             self._apply_update(gradient, variable, learning_rate)
 
     def _apply_update(self, gradient, variable, learning_rate):

@@ -14,7 +14,6 @@ from keras import ops
 
 from keras_seg.config import TrainConfig
 from keras_seg.training.optimizers import SGD
-from keras_seg.training.optimizers import AdamW
 from keras_seg.training.optimizers import LayerwiseAdamW
 from keras_seg.training.optimizers import LayerwiseSGD
 
@@ -90,9 +89,9 @@ def build_optimizer(cfg: TrainConfig) -> keras.optimizers.Optimizer:
     from Caffe's L2-in-the-gradient only through the momentum of the decay term.
     Norm-layer gamma/beta (BatchNorm, LayerNorm) and biases are excluded unless
     `cfg.decay_norm_and_bias` (PyTorch's `AdamW(model.parameters())` decays them all).
-    AdamW's epsilon is PyTorch's (`ADAM_EPSILON`). The classes are keras_seg's subclasses
-    (`keras_seg.training.optimizers`): each variable's update waits for its gradient; with
-    `cfg.lr_multipliers` they also scale each variable's learning rate.
+    AdamW's epsilon is PyTorch's (`ADAM_EPSILON`). SGD is keras_seg's subclass
+    (`keras_seg.training.optimizers`: each variable's update waits for its gradient); with
+    `cfg.lr_multipliers` the layer-wise subclasses scale each variable's learning rate.
     """
     schedule = build_schedule(cfg)
     weight_decay = cfg.weight_decay or None
@@ -106,7 +105,10 @@ def build_optimizer(cfg: TrainConfig) -> keras.optimizers.Optimizer:
             **layerwise,
         )
     elif cfg.optimizer == "adamw":
-        optimizer = (LayerwiseAdamW if layerwise else AdamW)(
+        # Keras's own AdamW: with keras_seg's (update after each gradient) SegNet's user-path
+        # run learned less (mIoU 0.486 against >= 0.5, tests/test_user_path.py), cause not
+        # yet found although the steps are bit-identical on a small model.
+        optimizer = (LayerwiseAdamW if layerwise else keras.optimizers.AdamW)(
             schedule, weight_decay=cfg.weight_decay, epsilon=ADAM_EPSILON, **layerwise
         )
     else:

@@ -54,6 +54,8 @@ def test_same_steps_as_keras(name):
     theirs, mine = _train(keras_opt()), _train(ours())
     for a, b, s in zip(theirs, mine, start, strict=True):
         assert np.isfinite(b).all() and not np.allclose(b, s)  # trained, and moved
+        if name in ("sgd", "adamw", "plain_sgd"):  # Keras's expressions: bit for bit
+            np.testing.assert_array_equal(b, a)
         np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-7)
 
 
@@ -125,7 +127,8 @@ def test_sgd_momentum_is_one_in_place_op_per_variable():
 
 def test_training_builds_keras_segs_optimizers():
     assert type(build_optimizer(TrainConfig(optimizer="sgd"))) is optimizers.SGD
-    assert type(build_optimizer(TrainConfig(optimizer="adamw"))) is optimizers.AdamW
+    # Held back: SegNet's user-path run learned less with it (schedules.build_optimizer).
+    assert type(build_optimizer(TrainConfig(optimizer="adamw"))) is keras.optimizers.AdamW
     assert isinstance(
         build_optimizer(TrainConfig(lr_multipliers={"^logits/": 10.0})), optimizers.SGD
     )
