@@ -178,13 +178,21 @@ def one_line(error: BaseException) -> str:
 Call = tuple[Callable[[], Any], int, "int | None"]
 
 
-def serve_worker(setup: Callable[[], tuple[dict[str, Any], dict[str, Call]]], warmup: int) -> int:
+def serve_worker(
+    setup: Callable[[], tuple[dict[str, Any], dict[str, Call]]],
+    warmup: int,
+    user_path: str | None = None,
+    rss_calls: int = 0,
+) -> int:
     """Serve timing requests as JSON lines on stdin/stdout until `{"op": "quit"}`.
 
     `setup()` builds the model and returns (info, calls); every call is then run `warmup`
-    times, in the order of `calls`, the worker answers `{"ready": true, "info": ...,
-    "peak_rss_warm_mib", "peak_rss_warm_by_key_mib": {key: peak RSS after warming up the
-    calls up to that one}}` (so the calls a setup puts first are measured alone), and each
+    times, in the order of `calls` (those whose key ends in `/user_path`:
+    `max(warmup, rss_calls)` times, so that their peak RSS is that of a process that has made
+    as many calls: a training step's RSS grows over its first three or four). The worker
+    answers `{"ready": true, "info": ..., "peak_rss_warm_mib", "peak_rss_warm_by_key_mib":
+    {key: peak RSS after warming up the calls up to that one}, "warm_calls_by_key"}` (so the
+    calls a setup puts first are measured alone), and each
     `{"op": "measure", "key": K, "iters": N}` runs call K N times (or its own count) and
     answers `{"key", "start" (time.time()), "elapsed_s", "calls", "images_per_s"}`;
     `{"op": "rss"}` answers the peak RSS so far. An exception answers `{"error": one line}`
@@ -201,9 +209,11 @@ def serve_worker(setup: Callable[[], tuple[dict[str, Any], dict[str, Call]]], wa
 
     try:
         info, calls = setup()
-        by_key = {}
+        by_key, counts = {}, {}
         for key, (fn, _, _) in calls.items():
-            for _ in range(warmup):
+            user = user_path is not None and key.endswith("/" + user_path)
+            counts[key] = max(warmup, rss_calls) if user else warmup
+            for _ in range(counts[key]):
                 fn()
             by_key[key] = peak_rss_mib()
         answer(
@@ -212,6 +222,7 @@ def serve_worker(setup: Callable[[], tuple[dict[str, Any], dict[str, Call]]], wa
                 "info": info,
                 "peak_rss_warm_mib": peak_rss_mib(),
                 "peak_rss_warm_by_key_mib": by_key,
+                "warm_calls_by_key": counts,
             }
         )
         for line in sys.stdin:

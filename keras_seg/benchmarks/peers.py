@@ -26,8 +26,9 @@ forward/loss/backward/step. The ratio is keras_seg's user path / the best peer i
 the inner ratio uses keras_seg's inner path. Inference and training of each row, library
 and precision run in separate workers, so the peak RSS reported after each phase is that
 phase's own; the report also gives each worker's peak after warming up its user path alone
-(keras_seg's worker warms that path first, before `predict`/`fit` and the inner function
-trace graphs of their own), which is what a process that trains or predicts one way holds.
+(keras_seg's worker warms that path first, `--rss-calls` calls per case, before
+`predict`/`fit` and the inner function trace graphs of their own), which is what a process
+that trains or predicts one way holds. `--max-rss-ratio` makes that figure a check.
 keras-hub's DeepLabV3 (ResNet50-vd, ASPP at stride 32: not the same network) is
 an optional peer of the DeepLabV3+ row: `--keras-hub-python` names a Python with keras-hub,
 TensorFlow and keras_seg's requirements.
@@ -304,6 +305,7 @@ def run_group(args, row: str, precision: str, phase: str, cases, libraries, tmp:
                 "threads": args.threads,
                 "tf_threads": args.tf_threads,
                 "warmup": args.warmup,
+                "rss_calls": args.rss_calls,
                 "iters": args.iters,
             }
             name = f"{library} worker ({row}, {precision}, {phase})"
@@ -317,6 +319,7 @@ def run_group(args, row: str, precision: str, phase: str, cases, libraries, tmp:
                 "rss_warm": ready["peak_rss_warm_mib"],
                 "rss_user_path_warm": max(v for k, v in by_key.items() if k.endswith("/" + user)),
                 "rss_warm_by_key": by_key,
+                "warm_calls_by_key": ready["warm_calls_by_key"],
             }
         for round_ in range(args.rounds):
             for case in cases:
@@ -364,6 +367,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=5, help="samples per case and path")
     p.add_argument("--iters", type=int, default=3, help="calls timed together in one sample")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls per case and path")
+    p.add_argument(
+        "--rss-calls",
+        type=int,
+        default=5,
+        help="user-path calls (warm-up included) before its peak RSS is read",
+    )
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="PyTorch threads")
     p.add_argument("--tf-threads", type=int, help="TF intra-op threads (default: TF's own)")
     p.add_argument("--torch-python", default=sys.executable, help="a Python with torch and SMP")
@@ -381,6 +390,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="exit 1 (after writing the report) when a case of that precision has keras_seg "
         "(user path) under RATIO times the best peer, e.g. float32=1.0 (repeatable)",
     )
+    p.add_argument(
+        "--max-rss-ratio",
+        type=float,
+        metavar="RATIO",
+        help="exit 1 (after writing the report) when a phase's user-path peak RSS, keras_seg / "
+        "SMP, is above RATIO, e.g. 1.1",
+    )
     p.add_argument("--worker", help=argparse.SUPPRESS)
     return p
 
@@ -389,12 +405,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.worker:
         job = json.loads(args.worker)
-        return serve_worker(lambda: keras_setup(job), job["warmup"])
+        user_path = USER_PATH[job["phase"]]
+        return serve_worker(lambda: keras_setup(job), job["warmup"], user_path, job["rss_calls"])
     for option in ("num_classes", "size", "train_size", "rounds", "iters", "threads"):
         if getattr(args, option) < 1:
             raise SystemExit(
                 f"--{option.replace('_', '-')} must be >= 1, got {getattr(args, option)}"
             )
+    if args.rss_calls < 0:
+        raise SystemExit(f"--rss-calls must be >= 0, got {args.rss_calls}")
+    if args.max_rss_ratio is not None and not args.max_rss_ratio > 0:
+        raise SystemExit(f"--max-rss-ratio must be > 0, got {args.max_rss_ratio:g}")
     if args.keras_hub_python and args.small:
         raise SystemExit("--keras-hub-python has no --small variant; drop one of them")
     cases = parse_cases(args.cases, args.size, args.train_size)
@@ -429,7 +450,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         key: getattr(args, key)
         for key in (
             "rows", "cases", "precisions", "small", "num_classes", "size", "train_size",
-            "rounds", "iters", "warmup", "threads", "tf_threads", "torch_python",
+            "rounds", "iters", "warmup", "rss_calls", "threads", "tf_threads", "torch_python",
             "keras_hub_python",
         )
     }  # fmt: skip
@@ -450,7 +471,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from keras_seg.benchmarks.models import update_readme
 
         update_readme(args.readme, table, marker="peers")
-    return _check_ratios(results["cases"], args.min_ratio)
+    return _check_ratios(results["cases"], args.min_ratio) or _check_memory(
+        results["memory"], args.max_rss_ratio
+    )
 
 
 def _min_ratio(text: str) -> tuple[str, float]:
@@ -475,6 +498,28 @@ def _check_ratios(cases: list[dict[str, Any]], minimums: list[tuple[str, float]]
                 file=sys.stderr,
             )
             return 1
+    return 0
+
+
+def _check_memory(memory: list[dict[str, Any]], maximum: float | None) -> int:
+    """Exit status 1, with one line, when a phase's user-path peak RSS ratio is over `maximum`.
+
+    The user path's figure (the worker's peak after warming up `predict_on_batch` /
+    `train_on_batch` alone) is what a user's process holds; the worker's final peak also
+    counts the other paths it timed.
+    """
+    high = [m for m in memory if maximum is not None and m["user_path_ratio"] > maximum]
+    if high:
+        m = high[0]
+        rss = m["user_path_rss_mib"]
+        print(
+            f"keras-seg benchmark peers: {m['row']} {m['precision']} {m['phase']}: peak RSS "
+            f"keras_seg {rss['keras_seg']:.0f} MiB / SMP {rss['smp']:.0f} MiB = "
+            f"{m['user_path_ratio']:.2f}, over --max-rss-ratio {maximum:g}"
+            + (f" ({len(high) - 1} more such phases)" if len(high) > 1 else ""),
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

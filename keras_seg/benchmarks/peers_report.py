@@ -143,7 +143,7 @@ def markdown(payload: dict[str, Any]) -> str:
         "Ratios are of median images/s; the peer is the fastest one (SMP unless named); "
         "spread = (max - min) / median over the rounds; RSS is each phase's worker's peak "
         "(inference and training in separate processes), ratio keras_seg / SMP; user path "
-        "RSS is the worker's peak after warming up the user path (--warmup calls per case) "
-        "before any other path.",
+        f"RSS is the worker's peak after {max(s['warmup'], s.get('rss_calls', 0))} calls of "
+        "the user path per case, before any other path.",
     ]
     return "\n".join(lines) + "\n"

@@ -101,7 +101,8 @@ def setup(job: dict[str, Any], common) -> tuple[dict[str, Any], dict[str, Any]]:
 def main(argv: list[str]) -> int:
     job = json.loads(argv[0])
     common = _common()
-    return common.serve_worker(lambda: setup(job, common), job["warmup"])
+    warmup, rss_calls = job["warmup"], job["rss_calls"]
+    return common.serve_worker(lambda: setup(job, common), warmup, "eager", rss_calls)
 
 
 if __name__ == "__main__":

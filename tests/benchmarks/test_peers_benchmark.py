@@ -3,6 +3,7 @@ line a failing worker gives. The CLI runs as users run it, in a fresh interprete
 
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -28,9 +29,17 @@ def _cli(*argv: str, timeout: float = 300) -> subprocess.CompletedProcess:
 def test_samples_interleave_and_figures_follow_from_them(tmp_path):
     out, md, readme = tmp_path / "peers.json", tmp_path / "peers.md", tmp_path / "README.md"
     readme.write_text("# x\n<!-- benchmark:peers begin -->\nold\n<!-- benchmark:peers end -->\n")
+    # --max-rss-ratio 0.01 cannot hold: the command writes every report, then exits 1 with
+    # one line naming the first phase over it.
     done = _cli(*TINY, "--cases", "infer_bs1", "train_bs2", "--output", str(out),
-                "--markdown", str(md), "--readme", str(readme))  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
+                "--markdown", str(md), "--readme", str(readme),
+                "--max-rss-ratio", "0.01", "--rss-calls", "2")  # fmt: skip
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert re.fullmatch(
+        r"keras-seg benchmark peers: unet_resnet34 float32 inference: peak RSS keras_seg \d+ "
+        r"MiB / SMP \d+ MiB = [\d.]+, over --max-rss-ratio 0.01 \(1 more such phases\)",
+        done.stderr.strip().splitlines()[-1],
+    ), done.stderr[-3000:]
 
     report = json.loads(out.read_text())
     assert report["benchmark"] == "peers"
@@ -63,6 +72,8 @@ def test_samples_interleave_and_figures_follow_from_them(tmp_path):
             user_keys = [k for k in keys if k.endswith("/" + first)]
             assert keys[: len(user_keys)] == user_keys and user_keys
             assert worker["rss_user_path_warm"] == worker["rss_warm_by_key"][user_keys[-1]]
+            # --rss-calls 2 for the user path (its figure), --warmup 1 for the others.
+            assert worker["warm_calls_by_key"] == {k: 2 if k in user_keys else 1 for k in keys}
             assert worker["params"] > 1e6
         # The same network on both sides (trainable parameters: PyTorch's count).
         assert group["workers"]["keras_seg"]["params"] == group["workers"]["smp"]["params"]
@@ -88,6 +99,7 @@ def test_samples_interleave_and_figures_follow_from_them(tmp_path):
 
     table = md.read_text()
     assert "keras-seg benchmark peers --small" in table.splitlines()[0]
+    assert "peak after 2 calls of the user path per case" in table
     onednn = results["groups"][0]["workers"]["keras_seg"]["tf_onednn"]
     assert ("TF CPU kernels oneDNN;" if onednn else "kernels Eigen (oneDNN off)") in table
     body = [line for line in table.splitlines() if line.startswith("| U-Net ResNet-34 (--small")]
@@ -182,3 +194,23 @@ def test_min_ratio_gate_names_the_first_case_under_it(capsys):
     )
     with pytest.raises(SystemExit):
         peers.build_parser().parse_args(["--min-ratio", "fp64=1"])
+
+
+def test_max_rss_ratio_gate_reads_the_user_path_figure(capsys):
+    def phase(name, user_ratio, worker_ratio):
+        return {"row": "unet_resnet34", "precision": "float32", "phase": name,
+                "user_path_rss_mib": {"keras_seg": 1000 * user_ratio, "smp": 1000},
+                "user_path_ratio": user_ratio, "ratio": worker_ratio}  # fmt: skip
+
+    # The worker's final peak (all paths timed) is not the gate's figure.
+    memory = [phase("inference", 0.9, 1.3), phase("training", 1.16, 1.05)]
+    assert peers._check_memory(memory, None) == 0
+    assert peers._check_memory(memory, 1.2) == 0
+    assert capsys.readouterr().err == ""
+    assert peers._check_memory(memory, 1.1) == 1
+    assert capsys.readouterr().err.strip() == (
+        "keras-seg benchmark peers: unet_resnet34 float32 training: peak RSS keras_seg 1160 MiB"
+        " / SMP 1000 MiB = 1.16, over --max-rss-ratio 1.1"
+    )
+    assert peers._check_memory(memory, 0.5) == 1
+    assert "(1 more such phases)" in capsys.readouterr().err
