@@ -105,9 +105,12 @@ def build_optimizer(cfg: TrainConfig) -> keras.optimizers.Optimizer:
             **layerwise,
         )
     elif cfg.optimizer == "adamw":
-        # Keras's own AdamW: with keras_seg's (update after each gradient) SegNet's user-path
-        # run learned less (mIoU 0.486 against >= 0.5, tests/test_user_path.py), cause not
-        # yet found although the steps are bit-identical on a small model.
+        # Keras's own AdamW. keras_seg's (update after each gradient) takes the same steps,
+        # but with a schedule and variables excluded from decay not bit for bit: Grappler's
+        # constant folding / arithmetic optimisation round a few values differently in its
+        # graph (identical with either pass off; a SegNet's weights first differ by 2e-9 in
+        # its third step), and SegNet's user-path run, whose argmax unpooling amplifies
+        # that, then learned less (mIoU 0.486 against >= 0.5, tests/test_user_path.py).
         optimizer = (LayerwiseAdamW if layerwise else keras.optimizers.AdamW)(
             schedule, weight_decay=cfg.weight_decay, epsilon=ADAM_EPSILON, **layerwise
         )
