@@ -23,6 +23,8 @@ keeps only its input for the gradient and recomputes the folded copy in the back
 copies it no longer keeps are 191 MiB (rate 18 folds a 16x16 map into 54x54 of padding).
 And where a rate reaches past the map, the taps that read only padding are cropped from the
 kernel (`visible_taps`): that rate-18 branch is then a 1x1 depthwise product, no fold at all.
+Where the fold would still be mostly padding (rate 12 on that map: 48x48), the step is a sum
+of one product per tap over the part of the map it reads (`shifted_taps`).
 
 ONNX: ONNX Runtime refuses a dilated Conv with `auto_pad` SAME, which tf2onnx makes of the
 op, but converts the space-to-batch form, so the ONNX export traces inside
@@ -33,6 +35,7 @@ gradient to TensorFlow's Eigen kernels, which refuse dilations on the CPU.)
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable
 from collections.abc import Iterator
 
@@ -140,7 +143,63 @@ def _depthwise_recomputed(layer, inputs, kernel, training):
 
     if max(rates) == 1:  # no space-to-batch copy left to recompute
         return depthwise(inputs, kernel)
-    return recompute_in_backward(depthwise)(inputs, kernel)
+    step = depthwise
+    if _fold_is_mostly_padding(layer, inputs.shape, kernel.shape, rates):
+        step = functools.partial(shifted_taps, rates=rates)
+    return recompute_in_backward(step)(inputs, kernel)
+
+
+#: Above this ratio of the space-to-batch fold's padded area to the map's, `shifted_taps`.
+#: `python tools/depthwise_fold_vs_shifted.py` (forward and both gradients of a 3x3 separable
+#: step, 2048 -> 256 channels, batch 4; bench_results/depthwise_fold_vs_shifted.json): on the
+#: AVX2 EPYC with Eigen kernels the shifted form used less memory from about 5x, but was
+#: faster only at 9x (rate 12 on a 16x16 map: DeepLabV3+'s ASPP on a 256 crop).
+SHIFTED_TAPS_ABOVE = 8.0
+
+
+def _fold_is_mostly_padding(layer, input_shape, kernel_shape, rates) -> bool:
+    """Whether space-to-batch would fold `input_shape`'s map into more than
+    `SHIFTED_TAPS_ABOVE` times its area of padding ("same" padding, stride 1, an odd kernel,
+    depth multiplier 1 and a static map size; otherwise False)."""
+    sizes = input_shape[1:3]
+    if (
+        layer.padding != "same"
+        or max(layer.strides) != 1
+        or None in sizes
+        or kernel_shape[3] != 1
+        or any(k % 2 == 0 for k in kernel_shape[:2])
+    ):
+        return False
+    padded = [
+        -(-(size + (k - 1) * d) // d) * d  # "same" padding, rounded up to a multiple of d
+        for size, k, d in zip(sizes, kernel_shape[:2], rates, strict=True)
+    ]
+    return padded[0] * padded[1] > SHIFTED_TAPS_ABOVE * sizes[0] * sizes[1]
+
+
+def shifted_taps(x, kernel, rates):
+    """A depthwise convolution ("same" padding, stride 1, odd kernel, depth multiplier 1) as
+    the sum of one product per tap, each over the part of the map that tap reads: tap
+    `(i, j)` at offset `(dy, dx)` adds `x[y + dy, x + dx] * kernel[i, j]` where that pixel
+    exists. No padded copy of the map is made, where space-to-batch would fold a 16x16 map at
+    rate 12 into 48x48 (DeepLabV3+'s ASPP on a 256 crop); TensorFlow's depthwise kernels
+    with `dilations` are no way out (see the module docstring). Keras' values up to float
+    rounding (the sums run in another order)."""
+    kh, kw = kernel.shape[:2]
+    height, width = x.shape[1:3]
+    total = None
+    for i in range(kh):
+        dy = (i - kh // 2) * rates[0]
+        for j in range(kw):
+            dx = (j - kw // 2) * rates[1]
+            if abs(dy) >= height or abs(dx) >= width:
+                continue  # reads only padding
+            seen = x[:, max(dy, 0) : height + min(dy, 0), max(dx, 0) : width + min(dx, 0), :]
+            term = seen * kernel[i, j, :, 0]
+            rows, cols = (max(-dy, 0), max(dy, 0)), (max(-dx, 0), max(dx, 0))
+            term = tf.pad(term, [(0, 0), rows, cols, (0, 0)])
+            total = term if total is None else total + term
+    return total
 
 
 def visible_taps(layer, input_shape, kernel):

@@ -232,6 +232,47 @@ def test_taps_that_only_see_padding_are_cropped(kind, shape, rate):
     assert "SpaceToBatchND" in op_types(theirs)
 
 
+def _training_op_types(layer, shape) -> set[str]:
+    def step(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+        return tape.gradient(y, [x, *layer.trainable_weights])
+
+    graph = tf.function(step).get_concrete_function(tf.TensorSpec(shape)).graph
+    return {op.type for op in graph.get_operations()}
+
+
+@pytest.mark.parametrize("kind", ["separable", "depthwise"])
+@pytest.mark.parametrize(
+    "shape, rate, shifted",
+    [((2, 16, 16, 6), 12, True), ((2, 9, 40, 6), 12, False), ((2, 20, 20, 6), 12, False)],
+)
+def test_a_fold_mostly_of_padding_becomes_shifted_products(kind, shape, rate, shifted):
+    """Rate 12 on 16x16: space-to-batch would pad to 48x48 (9x the map), so the step is a sum
+    of shifted products, without SpaceToBatchND; on 9x40 (the height's taps cropped, then
+    9x72, 1.8x) and on 20x20 (48x48, 5.8x) the fold stays. Same values and gradients as
+    Keras' layer either way."""
+    ours, theirs = _depthwise_pair(kind, rate)
+    x = _input(shape)
+    got, want = (_training_output_and_gradients(layer, x) for layer in (ours, theirs))
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * np.abs(b).max())
+    assert ("SpaceToBatchND" in _training_op_types(ours, shape)) != shifted
+
+
+def test_which_folds_are_mostly_padding():
+    layer = AtrousSeparableConv2D(4, 3, padding="same", dilation_rate=12)
+    kernel = (3, 3, 6, 1)
+    mostly = convolution._fold_is_mostly_padding
+    assert mostly(layer, (4, 16, 16, 6), kernel, (12, 12))  # 48x48 / 16x16 = 9
+    assert not mostly(layer, (4, 20, 20, 6), kernel, (12, 12))  # 48x48 / 20x20 = 5.76
+    assert not mostly(layer, (4, 16, 16, 6), kernel, (6, 6))  # 30x30 / 16x16 = 3.5
+    assert not mostly(layer, (None, None, None, 6), kernel, (12, 12))  # size unknown
+    assert not mostly(layer, (4, 16, 16, 6), (3, 3, 6, 2), (12, 12))  # depth multiplier 2
+    assert not mostly(layer, (4, 16, 16, 6), (4, 4, 6, 1), (12, 12))  # even kernel
+
+
 def test_recomputed_depthwise_in_mixed_bfloat16():
     ours, theirs = _depthwise_pair("separable", 6, dtype="mixed_bfloat16")
     x = _input((2, 20, 20, 6))
