@@ -203,6 +203,17 @@ def test_recomputed_depthwise_equals_keras_in_value_and_gradient(kind, rate):
     np.testing.assert_array_equal(ours(x).numpy(), theirs(x).numpy())  # inference: Keras' call
 
 
+def _training_op_types(layer, shape) -> set[str]:
+    def step(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+        return tape.gradient(y, [x, *layer.trainable_weights])
+
+    graph = tf.function(step).get_concrete_function(tf.TensorSpec(shape)).graph
+    return {op.type for op in graph.get_operations()}
+
+
 @pytest.mark.parametrize("kind", ["separable", "depthwise"])
 @pytest.mark.parametrize("shape, rate", [((2, 16, 16, 6), 18), ((2, 12, 30, 6), 12)])
 def test_taps_that_only_see_padding_are_cropped(kind, shape, rate):
@@ -217,30 +228,9 @@ def test_taps_that_only_see_padding_are_cropped(kind, shape, rate):
     kernel_grad = got[2]
     assert np.abs(kernel_grad[1]).max() > 0 and np.abs(kernel_grad[0]).max() == 0  # centre row
 
-    def op_types(layer):
-        def step(x):
-            with tf.GradientTape() as tape:
-                tape.watch(x)
-                y = layer(x, training=True)
-            return tape.gradient(y, [x, *layer.trainable_weights])
-
-        graph = tf.function(step).get_concrete_function(tf.TensorSpec(shape)).graph
-        return {op.type for op in graph.get_operations()}
-
     width_still_dilated = shape[2] > rate
-    assert ("SpaceToBatchND" in op_types(ours)) == width_still_dilated
-    assert "SpaceToBatchND" in op_types(theirs)
-
-
-def _training_op_types(layer, shape) -> set[str]:
-    def step(x):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            y = layer(x, training=True)
-        return tape.gradient(y, [x, *layer.trainable_weights])
-
-    graph = tf.function(step).get_concrete_function(tf.TensorSpec(shape)).graph
-    return {op.type for op in graph.get_operations()}
+    assert ("SpaceToBatchND" in _training_op_types(ours, shape)) == width_still_dilated
+    assert "SpaceToBatchND" in _training_op_types(theirs, shape)
 
 
 @pytest.mark.parametrize("kind", ["separable", "depthwise"])
