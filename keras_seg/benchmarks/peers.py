@@ -485,18 +485,25 @@ def _min_ratio(text: str) -> tuple[str, float]:
     return precision, float(value)
 
 
+def _refuse(failures: list[str], kind: str) -> int:
+    """Exit status 1, with one line naming the first failure, when there are any."""
+    if not failures:
+        return 0
+    more = f" ({len(failures) - 1} more such {kind})" if len(failures) > 1 else ""
+    print(f"keras-seg benchmark peers: {failures[0]}{more}", file=sys.stderr)
+    return 1
+
+
 def _check_ratios(cases: list[dict[str, Any]], minimums: list[tuple[str, float]]) -> int:
     """Exit status 1, with one line, when a case's user-path ratio is under its minimum."""
     for precision, minimum in minimums:
-        low = [c for c in cases if c["precision"] == precision and c["ratio"] < minimum]
-        if low:
-            c = low[0]
-            print(
-                f"keras-seg benchmark peers: {c['title']} {precision} {c['case']}: keras_seg at "
-                f"{c['ratio']:.2f}x {c['best_peer']}, under --min-ratio {precision}={minimum:g}"
-                + (f" ({len(low) - 1} more such cases)" if len(low) > 1 else ""),
-                file=sys.stderr,
-            )
+        low = [
+            f"{c['title']} {precision} {c['case']}: keras_seg at {c['ratio']:.2f}x "
+            f"{c['best_peer']}, under --min-ratio {precision}={minimum:g}"
+            for c in cases
+            if c["precision"] == precision and c["ratio"] < minimum
+        ]
+        if _refuse(low, "cases"):
             return 1
     return 0
 
@@ -508,19 +515,17 @@ def _check_memory(memory: list[dict[str, Any]], maximum: float | None) -> int:
     `train_on_batch` alone) is what a user's process holds; the worker's final peak also
     counts the other paths it timed.
     """
-    high = [m for m in memory if maximum is not None and m["user_path_ratio"] > maximum]
-    if high:
-        m = high[0]
-        rss = m["user_path_rss_mib"]
-        print(
-            f"keras-seg benchmark peers: {m['row']} {m['precision']} {m['phase']}: peak RSS "
-            f"keras_seg {rss['keras_seg']:.0f} MiB / SMP {rss['smp']:.0f} MiB = "
-            f"{m['user_path_ratio']:.2f}, over --max-rss-ratio {maximum:g}"
-            + (f" ({len(high) - 1} more such phases)" if len(high) > 1 else ""),
-            file=sys.stderr,
-        )
-        return 1
-    return 0
+    if maximum is None:
+        return 0
+    high = [
+        f"{m['row']} {m['precision']} {m['phase']}: peak RSS keras_seg "
+        f"{m['user_path_rss_mib']['keras_seg']:.0f} MiB / SMP "
+        f"{m['user_path_rss_mib']['smp']:.0f} MiB = {m['user_path_ratio']:.2f}, "
+        f"over --max-rss-ratio {maximum:g}"
+        for m in memory
+        if m["user_path_ratio"] > maximum
+    ]
+    return _refuse(high, "phases")
 
 
 if __name__ == "__main__":
