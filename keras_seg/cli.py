@@ -510,10 +510,7 @@ def _restart_for_training() -> None:
         flush=True,
     )
     sys.stderr.flush()
-    try:
-        os.execve(sys.executable, sys.orig_argv, {**os.environ, **settings})
-    except OSError as error:  # then train as TensorFlow started
-        print(f"note: could not restart ({error}); training with the kernels TensorFlow chose")
+    os.execve(sys.executable, sys.orig_argv, {**os.environ, **settings})
 
 
 def _exit_now(code: int) -> None:
