@@ -51,14 +51,15 @@ def onednn_enabled() -> bool:
 def eigen_kernels_note() -> str | None:
     """A line for `keras-seg train` where TensorFlow chose its Eigen CPU kernels itself (no
     GPU, oneDNN off, `TF_ENABLE_ONEDNN_OPTS` unset): on an AVX2-only EPYC oneDNN trained
-    U-Net and DeepLabV3+ 21-32% faster (README, "On a CPU without AVX-512"). The variable
-    is read when TensorFlow starts, so the user sets it before the command; None elsewhere."""
+    DeepLabV3+ faster and U-Net ResNet-34 (through `fit`) slower (bench_results/perf.md,
+    "oneDNN for training only"). The variable is read when TensorFlow starts, so the user
+    sets it before the command; None elsewhere."""
     if "TF_ENABLE_ONEDNN_OPTS" in os.environ or onednn_enabled() or gpu_available():
         return None
     return (
-        "note: TensorFlow runs its Eigen CPU kernels here; on an AVX2-only CPU U-Net and "
-        "DeepLabV3+ trained 21-32% faster with TF_ENABLE_ONEDNN_OPTS=1 set before the "
-        'command (README: "On a CPU without AVX-512")'
+        "note: TensorFlow runs its Eigen CPU kernels here; TF_ENABLE_ONEDNN_OPTS=1 set before "
+        "the command trained DeepLabV3+ 1.19x as fast on an AVX2-only CPU but U-Net ResNet-34 "
+        'through fit 1.6x slower: measure yours (README: "On a CPU without AVX-512")'
     )
 
 
