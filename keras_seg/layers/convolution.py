@@ -181,10 +181,10 @@ def shifted_taps(x, kernel, rates):
     """A depthwise convolution ("same" padding, stride 1, odd kernel, depth multiplier 1) as
     the sum of one product per tap, each over the part of the map that tap reads: tap
     `(i, j)` at offset `(dy, dx)` adds `x[:, r + dy, c + dx] * kernel[i, j]` to output pixel
-    `(r, c)` where that input pixel exists. No padded copy of the map is made, where space-to-batch would fold a 16x16 map at
-    rate 12 into 48x48 (DeepLabV3+'s ASPP on a 256 crop); TensorFlow's depthwise kernels
-    with `dilations` are no way out (see the module docstring). Keras' values up to float
-    rounding (the sums run in another order)."""
+    `(r, c)` where that input pixel exists. No padded copy of the map is made, where
+    space-to-batch would fold a 16x16 map at rate 12 into 48x48 (DeepLabV3+'s ASPP on a
+    256 crop); TensorFlow's depthwise kernels with `dilations` are no way out (see the
+    module docstring). Keras' values up to float rounding (the sums run in another order)."""
     kh, kw = kernel.shape[:2]
     height, width = x.shape[1:3]
     total = None
