@@ -190,6 +190,7 @@ def keras_setup(job: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     import keras
     import tensorflow as tf
 
+    from keras_seg.data.options import without_autotune
     from keras_seg.machine import onednn_enabled
 
     if job["tf_threads"]:
@@ -219,7 +220,9 @@ def keras_setup(job: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         for name, case in job["cases"].items():
             x, y = numpy_batch(case["batch"], case["size"], job["num_classes"], seed=1)
             b, tx, ty = case["batch"], tf.constant(x), tf.constant(y.astype("int32"))
-            steps = tf.data.Dataset.from_tensors((tx, ty)).repeat(job["iters"])
+            # As every keras_seg dataset (without_autotune's docstring says why): with the
+            # autotuner on, U-Net's 7-8 s of steps timed as 10.24 s, its next wake-up.
+            steps = without_autotune(tf.data.Dataset.from_tensors((tx, ty)).repeat(job["iters"]))
             calls[f"{name}/train_on_batch"] = (lambda x=x, y=y: model.train_on_batch(x, y), b, None)
             # One sample = one fit over --iters steps (its set-up cost is shared by them).
             calls[f"{name}/fit"] = (

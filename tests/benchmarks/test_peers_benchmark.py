@@ -214,3 +214,25 @@ def test_max_rss_ratio_gate_reads_the_user_path_figure(capsys):
     )
     assert peers._check_memory(memory, 0.5) == 1
     assert "(1 more such phases)" in capsys.readouterr().err
+
+
+def test_the_fit_path_runs_without_the_autotuner():
+    """The `fit` samples' dataset carries no tf.data autotuner: with it, deleting the iterator
+    at `fit`'s end could wait for the tuner's next wake-up (0.01 s x (2^k - 1)), which timed
+    U-Net's 7-8 s of steps as 10.24 s and made oneDNN look 1.6x slower (perf.md)."""
+    job = {
+        "library": "keras_seg",
+        "spec": peers.ROWS["unet_resnet34"]["small"]["keras_seg"],
+        "phase": "training",
+        "precision": "float32",
+        "cases": peers.parse_cases(["train_bs2"], 64, 64),
+        "num_classes": 3,
+        "tf_threads": None,
+        "iters": 2,
+    }
+    _, calls = peers.keras_setup(job)
+    fit, images, _ = calls["train_bs2/fit"]
+    (steps,) = fit.__defaults__
+    assert steps.options().autotune.enabled is False
+    assert steps.cardinality().numpy() == 2 and images == 4
+    assert fit().history["loss"][0] > 0  # one fit over both steps
