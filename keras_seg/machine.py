@@ -15,17 +15,22 @@ import tensorflow as tf
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
-def cpu_has_native_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> bool:
-    """True when the CPU lists AVX512-BF16 or AMX-BF16 (Linux; False where unreadable)."""
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str]:
+    """The CPU's feature flags (Linux /proc/cpuinfo; empty where unreadable)."""
     try:
         text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
     except OSError:
-        return False
-    flags = set()
+        return frozenset()
+    flags: set[str] = set()
     for line in text.splitlines():
         if line.startswith("flags"):
             flags.update(line.partition(":")[2].split())
-    return any(flag in flags for flag in NATIVE_BF16_FLAGS)
+    return frozenset(flags)
+
+
+def cpu_has_native_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """True when the CPU lists AVX512-BF16 or AMX-BF16 (Linux; False where unreadable)."""
+    return any(flag in cpu_flags(cpuinfo) for flag in NATIVE_BF16_FLAGS)
 
 
 def gpu_available() -> bool:
@@ -48,18 +53,36 @@ def onednn_enabled() -> bool:
         return False
 
 
-def eigen_kernels_note() -> str | None:
-    """A line for `keras-seg train` where TensorFlow chose its Eigen CPU kernels itself (no
-    GPU, oneDNN off, `TF_ENABLE_ONEDNN_OPTS` unset): on an AVX2-only EPYC oneDNN trained
-    DeepLabV3+ faster and U-Net ResNet-34 (through `fit`) slower (bench_results/perf.md,
-    "oneDNN for training only"). The variable is read when TensorFlow starts, so the user
-    sets it before the command; None elsewhere."""
+def training_environment() -> dict[str, str]:
+    """The process settings `keras-seg train` restarts itself with before it trains.
+
+    `TF_ENABLE_ONEDNN_OPTS=1` where TensorFlow chose its Eigen CPU kernels itself: an x86
+    CPU with AVX2 but without AVX-512 VNNI/BF16 or AMX, no GPU, the variable unset. On an
+    AVX2-only EPYC oneDNN's convolution gradients made the peers table's training steps
+    1.17x (U-Net ResNet-34) and 1.19x (DeepLabV3+ ResNet-50) as fast, at 7% lower and 2%
+    higher peak RSS (bench_results/ab_onednn_*_train.json), and
+    tools/onednn_gradient_check.py has every zoo model's gradients agree with Eigen's.
+    Inference keeps TensorFlow's choice: there oneDNN's batch-1 convolutions are 1.3-3.1x
+    slower (README, "On a CPU without AVX-512"). TensorFlow reads the variable when it
+    starts, hence a restart; a user's own setting (`TF_ENABLE_ONEDNN_OPTS=0`) wins.
+    """
     if "TF_ENABLE_ONEDNN_OPTS" in os.environ or onednn_enabled() or gpu_available():
+        return {}
+    if "avx2" not in cpu_flags():
+        return {}  # not measured there (older x86, or not x86: Linux lists no avx2)
+    return {"TF_ENABLE_ONEDNN_OPTS": "1"}
+
+
+def eigen_kernels_note() -> str | None:
+    """A line for a training run in a process that `training_environment` would have
+    started differently (Python's `keras_seg.training.train` rather than `keras-seg
+    train`); None elsewhere."""
+    if not training_environment():
         return None
     return (
-        "note: TensorFlow runs its Eigen CPU kernels here; TF_ENABLE_ONEDNN_OPTS=1 set before "
-        "the command trained DeepLabV3+ 1.19x as fast on an AVX2-only CPU but U-Net ResNet-34 "
-        'through fit 1.6x slower: measure yours (README: "On a CPU without AVX-512")'
+        "note: TensorFlow runs its Eigen CPU kernels here; on an AVX2-only CPU U-Net and "
+        "DeepLabV3+ trained 1.17-1.19x as fast with TF_ENABLE_ONEDNN_OPTS=1 set before "
+        'Python starts (keras-seg train sets it; README: "On a CPU without AVX-512")'
     )
 
 

@@ -59,3 +59,18 @@ def int8_tflite_outputs(
     runner = Interpreter(model_content=converter.convert()).get_signature_runner()
     out = runner(images=images)
     return [out[f"output_{i}"] for i in range(len(out))]
+
+
+def onednn_in_training() -> bool | None:
+    """Whether a training process that keras_seg starts (`keras-seg train`, the benchmarks'
+    training workers) runs TensorFlow's oneDNN kernels on this machine: TensorFlow's own
+    choice or `training_environment()`'s. None where this process's TensorFlow started with
+    `TF_ENABLE_ONEDNN_OPTS` set (then the two processes' defaults cannot be told apart)."""
+    import os
+
+    from keras_seg.machine import onednn_enabled
+    from keras_seg.machine import training_environment
+
+    if "TF_ENABLE_ONEDNN_OPTS" in os.environ:
+        return None
+    return onednn_enabled() or bool(training_environment())

@@ -57,15 +57,18 @@ def test_cpu_allocator(first, env, bfc):
 
 
 @pytest.mark.parametrize(
-    ("env", "onednn", "gpu", "shown"),
+    ("env", "onednn", "gpu", "flags", "restart"),
     [
-        ({}, False, False, True),  # TensorFlow chose Eigen on a CPU: say how to get oneDNN
-        ({"TF_ENABLE_ONEDNN_OPTS": "0"}, False, False, False),  # the user chose Eigen
-        ({}, True, False, False),  # oneDNN already on (AVX-512 VNNI/BF16, AMX)
-        ({}, False, True, False),  # a GPU trains
+        ({}, False, False, {"avx2", "fma"}, True),  # TensorFlow chose Eigen (AVX2-only x86)
+        ({"TF_ENABLE_ONEDNN_OPTS": "0"}, False, False, {"avx2"}, False),  # the user chose
+        ({"TF_ENABLE_ONEDNN_OPTS": "1"}, True, False, {"avx2"}, False),  # ... or set it on
+        ({}, True, False, {"avx2", "avx512_vnni"}, False),  # on already (AVX-512 VNNI, AMX)
+        ({}, False, True, {"avx2"}, False),  # a GPU trains
+        ({}, False, False, {"sse4_2"}, False),  # not measured without AVX2 (or off x86)
+        ({}, False, False, set(), False),  # no /proc/cpuinfo
     ],
 )
-def test_eigen_kernels_note(monkeypatch, env, onednn, gpu, shown):
+def test_training_environment_and_the_eigen_note(monkeypatch, env, onednn, gpu, flags, restart):
     from keras_seg import machine
 
     monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
@@ -73,7 +76,19 @@ def test_eigen_kernels_note(monkeypatch, env, onednn, gpu, shown):
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(machine, "onednn_enabled", lambda: onednn)
     monkeypatch.setattr(machine, "gpu_available", lambda: gpu)
+    monkeypatch.setattr(machine, "cpu_flags", lambda: frozenset(flags))
+    assert machine.training_environment() == ({"TF_ENABLE_ONEDNN_OPTS": "1"} if restart else {})
+    # The note is for training in a process that setting could not reach (Python's `train`).
     note = machine.eigen_kernels_note()
-    assert (note is not None) is shown
-    if shown:
+    assert (note is not None) is restart
+    if restart:
         assert "TF_ENABLE_ONEDNN_OPTS=1" in note and note.startswith("note: ")
+
+
+def test_cpu_flags_reads_every_flags_line(tmp_path):
+    from keras_seg.machine import cpu_flags
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 fma\n\nflags\t\t: avx2 sse4_2\n")
+    assert cpu_flags(str(cpuinfo)) == {"fpu", "avx2", "fma", "sse4_2"}
+    assert cpu_flags(str(tmp_path / "missing")) == frozenset()

@@ -188,6 +188,7 @@ def keras_worker(job_path: str) -> int:
             "pixel_accuracy": 100 * scores["pixel_accuracy"],
         },
         "train_s": result["train_seconds"],
+        "onednn": result["onednn"],  # TensorFlow's CPU kernels (see training_environment)
         "loss_first": float(history["loss"][0]),  # epoch means (SMP: first step, last 10)
         "loss_last": float(history["loss"][-1]),
         # Trainable weights, as SMP's `parameters()` (BatchNorm statistics are buffers there).
@@ -209,6 +210,9 @@ def _run(library: str, seed: int, args, data: tuple, work: Path) -> dict[str, An
         config.write_text(yaml.safe_dump(keras_config(args, seed), sort_keys=False))
         job |= {"config": str(config), "run_dir": str(run_dir / "run")}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+        from keras_seg.machine import training_environment  # what `keras-seg train` sets
+
+        env |= training_environment()
         argv = [sys.executable, "-m", "keras_seg.benchmarks.learning"]
     else:
         job |= {

@@ -242,9 +242,11 @@ def measure_row(args, row: str) -> dict[str, Any]:
     path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "PYTHONPATH": path}
     keras_job = json.dumps(job | {"spec": table["keras_seg"]})
+    from keras_seg.machine import training_environment  # what `keras-seg train` runs with
+
     ours = _run(
         [sys.executable, "-m", "keras_seg.benchmarks.memory", "--worker", keras_job],
-        env | {"TF_CPU_ALLOCATOR_USE_BFC": "true"},
+        env | {"TF_CPU_ALLOCATOR_USE_BFC": "true"} | training_environment(),
         "keras_seg",
     )
     theirs = _run(

@@ -313,7 +313,15 @@ def run_group(args, row: str, precision: str, phase: str, cases, libraries, tmp:
             }
             name = f"{library} worker ({row}, {precision}, {phase})"
             log = tmp / f"{row}-{precision}-{phase}-{library}.log"
-            workers[library] = Worker(name, _command(library, args, job), env, log, args.timeout)
+            worker_env = env
+            if library == "keras_seg" and phase == "training":
+                # What `keras-seg train` restarts itself with (oneDNN where TensorFlow chose
+                # Eigen): the user path of training.
+                from keras_seg.machine import training_environment
+
+                worker_env = env | training_environment()
+            command = _command(library, args, job)
+            workers[library] = Worker(name, command, worker_env, log, args.timeout)
         for library, ready in wait_ready(workers, args.timeout).items():
             user = _paths(library, phase)[0]
             by_key = ready["peak_rss_warm_by_key_mib"]

@@ -86,9 +86,14 @@ def markdown(payload: dict[str, Any]) -> str:
     s, m, v = payload["settings"], payload["machine"], payload["versions"]
     results = payload["results"]
     memory = {(r["row"], r["precision"], r["phase"]): r for r in results["memory"]}
-    onednn = {g["workers"]["keras_seg"].get("tf_onednn") for g in results["groups"]}
+    onednn: dict[str, set] = {}  # per phase: training runs as `keras-seg train` does
+    for g in results["groups"]:
+        onednn.setdefault(g["phase"], set()).add(g["workers"]["keras_seg"].get("tf_onednn"))
     kernels = {True: "oneDNN", False: "Eigen (oneDNN off)"}
-    tf_kernels = ", ".join(kernels.get(o, "unrecorded") for o in sorted(onednn, key=str))
+    tf_kernels = ", ".join(
+        f"{phase} " + "/".join(kernels.get(o, "unrecorded") for o in sorted(seen, key=str))
+        for phase, seen in onednn.items()
+    )
     lines = [
         f"{payload['date']}, {m.get('cpu_model')} ({m.get('cpu_count')} cores); TensorFlow "
         f"{v.get('tensorflow')}, Keras {v.get('keras')}, torch {v.get('torch')}, SMP "

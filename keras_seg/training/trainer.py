@@ -38,6 +38,7 @@ from keras_seg.losses import build_loss
 from keras_seg.losses import count_labels
 from keras_seg.losses import median_frequency_weights
 from keras_seg.machine import eigen_kernels_note
+from keras_seg.machine import onednn_enabled
 from keras_seg.metrics import MeanIoU
 from keras_seg.metrics import format_table
 from keras_seg.training import callbacks as cb
@@ -238,6 +239,7 @@ def train(
         "train_seconds": train_seconds,
         "precision": policy,
         "replicas": strategy.num_replicas_in_sync,
+        "onednn": onednn_enabled(),  # TensorFlow's CPU kernels (keras-seg train's restart)
         "params": saved.count_params(),
         "history": history_log.history(),
     }

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from keras_seg.benchmarks import learning
+from tests.helpers import onednn_in_training
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -65,6 +66,8 @@ def test_command_alternates_libraries_writes_the_report_and_fails_the_check(tmp_
         assert 0 <= run["final"]["miou"] <= 100 and 0 <= run["final"]["pixel_accuracy"] <= 100
         assert run["total_s"] > run["train_s"] > 0
         assert run["params"] == results["runs"][0]["params"]  # the same architecture
+    training = onednn_in_training()  # keras_seg's run as `keras-seg train` would run it
+    assert training is None or results["runs"][0]["onednn"] is training
     summary = results["summary"]
     assert summary["keras_seg"]["runs"] == summary["smp"]["runs"] == 1
     assert set(summary["keras_seg_minus_smp"]) == {"miou", "pixel_accuracy", "total_s", "train_s"}

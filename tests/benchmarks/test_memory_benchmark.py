@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from keras_seg.benchmarks.memory import kept_for_gradient
 from keras_seg.benchmarks.memory import live_at_peak
+from tests.helpers import onednn_in_training
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -91,6 +92,8 @@ def test_the_command_compares_both_libraries(tmp_path):
     assert any(k.startswith("forward output") for k in kinds), kinds
     assert any(k.startswith("backward ") for k in kinds), kinds
     assert 0 < ours["live_at_peak_mib"] <= ours["allocator_in_use_at_peak_mib"] + 1
+    if (training := onednn_in_training()) is not None:  # as `keras-seg train` would
+        assert ours["onednn"] is training
     assert "U-Net ResNet-34 (small)" in md.read_text()
     assert "allocated at TensorFlow's allocator peak" in md.read_text()
     assert "kept for the gradient" in done.stdout

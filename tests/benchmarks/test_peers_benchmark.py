@@ -13,6 +13,8 @@ import pytest
 
 from keras_seg.benchmarks import peers
 from keras_seg.benchmarks import peers_report
+from keras_seg.machine import onednn_enabled
+from tests.helpers import onednn_in_training
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["--small", "--rows", "unet_resnet34", "--precisions", "float32", "--size", "64"]
@@ -100,8 +102,14 @@ def test_samples_interleave_and_figures_follow_from_them(tmp_path):
     table = md.read_text()
     assert "keras-seg benchmark peers --small" in table.splitlines()[0]
     assert "peak after 2 calls of the user path per case" in table
-    onednn = results["groups"][0]["workers"]["keras_seg"]["tf_onednn"]
-    assert ("TF CPU kernels oneDNN;" if onednn else "kernels Eigen (oneDNN off)") in table
+    kernels = {True: "oneDNN", False: "Eigen (oneDNN off)"}
+    for group in results["groups"]:
+        onednn = group["workers"]["keras_seg"]["tf_onednn"]
+        assert f"{group['phase']} {kernels[onednn]}" in table.splitlines()[0]
+    if (training := onednn_in_training()) is not None:
+        # Training runs with what `keras-seg train` restarts itself with; inference does not.
+        onednn = {g["phase"]: g["workers"]["keras_seg"]["tf_onednn"] for g in results["groups"]}
+        assert onednn == {"inference": onednn_enabled(), "training": training}
     body = [line for line in table.splitlines() if line.startswith("| U-Net ResNet-34 (--small")]
     assert len(body) == 2 and "infer_bs1 @64" in body[0] and "train_bs2 @64" in body[1]
     assert table in readme.read_text()

@@ -21,6 +21,7 @@ from keras_seg.training import TrainingDiverged
 from keras_seg.training import callbacks as cb
 from keras_seg.training import datasets
 from keras_seg.training import train
+from tests.helpers import onednn_in_training
 from tests.training.common import CLI
 from tests.training.common import cli_env
 from tests.training.common import tiny_config
@@ -171,6 +172,34 @@ def test_cli_train_reports_divergence(tmp_path, capsys):
     assert "error:" in err and ("Loss became" in err or "non-finite" in err), err
     assert "last good checkpoint (step 1)" in err
     assert (tmp_path / "run" / "backup" / cb.BACKUP_STATE).exists()
+
+
+@pytest.mark.parametrize("setting", [None, "0"])
+def test_cli_train_restarts_with_the_training_environment(tmp_path, monkeypatch, setting):
+    """`keras-seg train`, in a fresh process as users run it, restarts itself with
+    `training_environment()`'s settings (oneDNN where TensorFlow chose Eigen by itself; on
+    an AVX2-only CPU, for example) and records the kernels it trained with; a user's own
+    `TF_ENABLE_ONEDNN_OPTS=0` wins."""
+    from keras_seg.machine import training_environment
+
+    if (training := onednn_in_training()) is None:
+        pytest.skip("this process's TensorFlow started with TF_ENABLE_ONEDNN_OPTS set")
+    path, _ = tiny_config(tmp_path)
+    run = tmp_path / "run"
+    env = cli_env() if setting is None else cli_env(TF_ENABLE_ONEDNN_OPTS=setting)
+    args = [*CLI, "train", "--config", str(path), "--model-dir", str(run), "--no-final-eval"]
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    restarts = setting is None and training_environment() == {"TF_ENABLE_ONEDNN_OPTS": "1"}
+    assert ("note: restarting with TF_ENABLE_ONEDNN_OPTS=1" in done.stdout) is restarts
+    assert "oneDNN custom operations" not in done.stderr
+    assert "note: TensorFlow runs its Eigen" not in done.stdout  # the restart answered it
+    onednn = json.loads((run / "metrics.json").read_text())["onednn"]
+    assert onednn is (training if setting is None else False)
+    # Run in-process (tests, notebooks), `main` never restarts: it is not its process's to end.
+    monkeypatch.setattr(os, "execve", lambda *a: pytest.fail("main() restarted the process"))
+    assert main(["train", "--config", str(path), "--model-dir", str(tmp_path / "again"),
+                 "--no-final-eval", "--set", "train.steps=1"]) == 0  # fmt: skip
 
 
 @pytest.mark.slow
