@@ -1,5 +1,11 @@
 """BatchNorm folding: same logits as the model, no BatchNorm left, every registered model."""
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
@@ -12,6 +18,8 @@ from keras_seg.inference import Predictor
 from keras_seg.layers import FoldedBatchNorm
 from tests.helpers import random_images
 from tests.helpers import small_model
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def randomize_batch_norm(model: keras.Model, seed: int = 0) -> None:
@@ -106,6 +114,45 @@ def test_predictor_folds_by_default():
     folded = Predictor(model).logits(x)
     plain = Predictor(model, fold=False).logits(x)
     np.testing.assert_allclose(folded, plain, rtol=1e-4, atol=1e-4 * np.abs(plain).max())
+
+
+def test_a_frozen_predictor_computes_the_model_and_keeps_its_weights():
+    model = small_model("unet")
+    randomize_batch_norm(model)
+    x = random_images(2, 64, 48)
+    want = model(x, training=False).numpy()
+    frozen = Predictor(model, freeze=True)
+    assert frozen.frozen and not Predictor(model, freeze=False).frozen
+    assert not Predictor(model, fold=False, freeze=True).frozen  # the model itself: never
+    np.testing.assert_allclose(frozen.logits(x), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    other = random_images(1, 32, 80)  # any size through the one frozen graph
+    assert frozen.logits(other).shape == (1, 32, 80, model.output_shape[-1])
+    model.set_weights([np.zeros_like(w) for w in model.get_weights()])
+    np.testing.assert_allclose(frozen.logits(x), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+_FREEZE_PROBE = """
+import json
+from keras_seg.inference import Predictor
+from keras_seg.machine import onednn_enabled
+from tests.helpers import small_model
+print(json.dumps([onednn_enabled(), Predictor(small_model("unet")).frozen]))
+"""
+
+
+@pytest.mark.parametrize("onednn", ["0", "1"])
+def test_the_predictor_freezes_by_default_where_tensorflow_runs_onednn(onednn):
+    # In a new process: TensorFlow reads TF_ENABLE_ONEDNN_OPTS once, when it loads.
+    done = subprocess.run(
+        [sys.executable, "-c", _FREEZE_PROBE],
+        env=os.environ | {"TF_ENABLE_ONEDNN_OPTS": onednn, "PYTHONPATH": str(REPO)},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [onednn == "1"] * 2
 
 
 def test_a_model_that_cannot_be_cloned_runs_unfolded():
