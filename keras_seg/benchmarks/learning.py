@@ -19,8 +19,13 @@ written to a work folder of links, never into DATA):
 
 keras_seg runs the user path: `keras_seg.training.train` on a generated config (written
 beside the run as `config.yaml`) in a fresh interpreter, with `data.cache: true` (decoded
-images kept in memory, its tf.data pipeline cropping and flipping), then `final.keras` is
-evaluated by `keras_seg.inference.evaluate`. SMP runs a plain PyTorch loop in its own
+images kept in memory, its tf.data pipeline cropping and flipping), in
+`keras-seg train`'s environment (`training_environment`); its final scores are the
+validation after the last step (`history.json`'s last `val_mean_iou` and
+`val_pixel_accuracy`: the whole validation slices, as `keras_seg.inference.evaluate` scores
+them, which the trainer tests check), so each side evaluates the final model once. It also
+writes what `keras-seg train` writes (checkpoints, `final.keras`, TensorBoard logs), which
+SMP's loop does not. SMP runs a plain PyTorch loop in its own
 interpreter (`learning_torch.py`, which says exactly what it does: images preloaded as arrays,
 numpy crops and flips). Wall time is each subprocess from start to exit (imports, data,
 model, training, evaluations); training time is the training loop with its periodic
@@ -44,7 +49,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import subprocess
@@ -160,9 +164,7 @@ def keras_config(args, seed: int) -> dict[str, Any]:
 
 
 def keras_worker(job_path: str) -> int:
-    """Train and evaluate one keras_seg run (in its own interpreter, see `_run`)."""
-    from keras_seg import inference
-    from keras_seg import runs
+    """Train one keras_seg run and read its scores (in its own interpreter, see `_run`)."""
     from keras_seg.config import load_config
     from keras_seg.training import train
 
@@ -170,10 +172,6 @@ def keras_worker(job_path: str) -> int:
     cfg = load_config(job["config"])
     run_dir = Path(job["run_dir"])
     result = train(cfg, run_dir, job["data_dir"], final_eval=False, verbose=2)
-    info = runs.class_info(cfg, job["data_dir"])
-    final = runs.load_model(run_dir / "final.keras")
-    split = runs.load_split(cfg, cfg.data.val_split, job["data_dir"])
-    scores = inference.evaluate(inference.Predictor(final, runs.eval_settings(cfg)), split, info)
     history = result["history"]  # {metric: [value per epoch]}
     per_epoch = cfg.train.steps_per_epoch
     curve = [
@@ -182,17 +180,17 @@ def keras_worker(job_path: str) -> int:
     ]
     out = {
         "curve": curve,
+        # The validation after the last step, on the whole slices (SMP's last evaluation).
         "final": {
             "step": cfg.train.steps,
-            "miou": 100 * scores["miou"],
-            "pixel_accuracy": 100 * scores["pixel_accuracy"],
+            "miou": 100 * float(history["val_mean_iou"][-1]),
+            "pixel_accuracy": 100 * float(history["val_pixel_accuracy"][-1]),
         },
         "train_s": result["train_seconds"],
         "onednn": result["onednn"],  # TensorFlow's CPU kernels (see training_environment)
         "loss_first": float(history["loss"][0]),  # epoch means (SMP: first step, last 10)
         "loss_last": float(history["loss"][-1]),
-        # Trainable weights, as SMP's `parameters()` (BatchNorm statistics are buffers there).
-        "params": int(sum(math.prod(w.shape) for w in final.trainable_weights)),
+        "params": result["trainable_params"],  # as SMP's `parameters()` counts
     }
     Path(job["result"]).write_text(json.dumps(out, indent=2))
     return 0

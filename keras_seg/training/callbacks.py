@@ -237,10 +237,26 @@ class HistoryLog(keras.callbacks.Callback):
         return result
 
 
-class EpochExtras(keras.callbacks.Callback):
-    """Adds `learning_rate` and `epoch_seconds` to the epoch logs (so TensorBoard gets them).
+def _mean_iou_metrics(metrics) -> list:
+    """The `keras.metrics.MeanIoU` objects among `model.metrics` (nested in CompileMetrics)."""
+    found = []
+    for metric in metrics:
+        if isinstance(metric, keras.metrics.MeanIoU):
+            found.append(metric)
+        else:
+            found += _mean_iou_metrics(getattr(metric, "metrics", []))
+    return found
 
-    Must come before `TensorBoard` in the callback list.
+
+class EpochExtras(keras.callbacks.Callback):
+    """Adds `learning_rate`, `epoch_seconds` and `val_pixel_accuracy` to the epoch logs (so
+    TensorBoard and the history get them).
+
+    The pixel accuracy (correct over non-ignored pixels, as `keras_seg.metrics`) is read from
+    the mIoU metric's confusion matrix, which after `fit`'s validation holds the validation
+    split's (Keras resets the compiled metrics before validating and reuses them): a second
+    metric would count the same pixels again. Must come after `MainOutputLogs` and before
+    `TensorBoard` in the callback list.
     """
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -255,3 +271,8 @@ class EpochExtras(keras.callbacks.Callback):
             lr = lr(optimizer.iterations)
         logs["learning_rate"] = float(keras.ops.convert_to_numpy(lr))
         logs["epoch_seconds"] = time.perf_counter() - self._start
+        found = _mean_iou_metrics(self.model.metrics)
+        if "val_mean_iou" in logs and len(found) == 1:
+            cm = keras.ops.convert_to_numpy(found[0].total_cm)
+            if cm.sum() > 0:
+                logs["val_pixel_accuracy"] = float(np.trace(cm) / cm.sum())

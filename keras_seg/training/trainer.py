@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import shutil
 import sys
 import tempfile
@@ -241,6 +242,8 @@ def train(
         "replicas": strategy.num_replicas_in_sync,
         "onednn": onednn_enabled(),  # TensorFlow's CPU kernels (keras-seg train's restart)
         "params": saved.count_params(),
+        # As PyTorch's `parameters()` counts (BatchNorm statistics are buffers there).
+        "trainable_params": int(sum(math.prod(w.shape) for w in saved.trainable_weights)),
         "history": history_log.history(),
     }
     if chief:

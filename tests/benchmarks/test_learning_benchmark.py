@@ -66,6 +66,8 @@ def test_command_alternates_libraries_writes_the_report_and_fails_the_check(tmp_
         assert 0 <= run["final"]["miou"] <= 100 and 0 <= run["final"]["pixel_accuracy"] <= 100
         assert run["total_s"] > run["train_s"] > 0
         assert run["params"] == results["runs"][0]["params"]  # the same architecture
+    keras_run = results["runs"][0]  # scored by its validation after the last step
+    assert keras_run["final"]["miou"] == pytest.approx(keras_run["curve"][-1]["miou"])
     training = onednn_in_training()  # keras_seg's run as `keras-seg train` would run it
     assert training is None or results["runs"][0]["onednn"] is training
     summary = results["summary"]

@@ -45,7 +45,7 @@ def test_train_with_aux_head_then_evaluate_and_export(tmp_path):
     history = json.loads((run / "metrics.json").read_text())["history"]
     # The main output's metrics keep their plain names; both losses are logged, and the
     # total is main + 0.4 x aux.
-    assert len(history["val_mean_iou"]) == 2
+    assert len(history["val_mean_iou"]) == len(history["val_pixel_accuracy"]) == 2
     for epoch in range(2):
         total = history["logits_loss"][epoch] + 0.4 * history["aux_logits_loss"][epoch]
         assert history["loss"][epoch] == pytest.approx(total, rel=1e-4)

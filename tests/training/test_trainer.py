@@ -47,6 +47,10 @@ def test_train_writes_the_run_files(tmp_path, capsys):
     assert len(metrics["final_eval"]["per_class"]) == 5
     # Per-epoch validation runs at original resolution: it matches the full evaluation.
     assert metrics["final_eval"]["miou"] == pytest.approx(metrics["best"]["value"], rel=1e-4)
+    # ... and so does its pixel accuracy, read from the same confusion matrix.
+    best_epoch = int(np.argmax(val))
+    accuracy = metrics["history"]["val_pixel_accuracy"][best_epoch]
+    assert metrics["final_eval"]["pixel_accuracy"] == pytest.approx(accuracy, rel=1e-4)
     assert metrics["history"]["learning_rate"][-1] == pytest.approx(0.0)  # poly reaches 0
 
     # The per-class table of the final evaluation is printed, as `evaluate` prints it.
