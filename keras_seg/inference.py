@@ -37,7 +37,6 @@ from keras_seg.data import IMAGE_SUFFIXES
 from keras_seg.data import colorize
 from keras_seg.fold import inference_model
 from keras_seg.fold import reduced_policies
-from keras_seg.machine import onednn_enabled
 from keras_seg.machine import runs_natively
 from keras_seg.metrics import ConfusionMatrix
 from keras_seg.metrics import format_table
@@ -61,17 +60,21 @@ class Predictor:
             (bench_results/perf.md). The copy is made
             once, here, so later changes to `model`'s weights are not seen; False runs
             `model` itself.
-        freeze: run the copy as a graph whose weights are constants. TensorFlow's oneDNN
-            kernels give a convolution whose filter is a variable oneDNN's im2col + GEMM
-            path (`x64:gemm:jit` in `ONEDNN_VERBOSE`), but reorder a constant filter once
-            and run the direct kernels (`brg_conv_fwd:avx2`): on an AVX2-only EPYC at 512 px,
-            batch 1, U-Net ResNet-34 took 1.00 s per image with variables and 0.39 s frozen,
-            DeepLabV3+ ResNet-50 1.92 s and 0.78 s (Eigen kernels: 0.44 s and 1.17 s either
-            way; 2026-12-02, bench_results/perf.md). Freezing costs a trace and a conversion
-            (about 4 s for U-Net, 6 s for DeepLabV3+), so the default (None) freezes only
-            where it pays: when this process runs oneDNN (`keras-seg train`'s restart turns
-            it on for training, whose final evaluation then runs here). Only a copy is
-            frozen (`fold` or a float32 copy); `fold=False` keeps running `model` itself.
+        freeze: run the copy as one graph whose weights are constants. Under TensorFlow's
+            oneDNN kernels a folded convolution whose filter is a variable runs oneDNN's
+            im2col + GEMM (`x64:gemm:jit` in `ONEDNN_VERBOSE`), a constant filter the direct
+            kernels (`brg_conv_fwd:avx2`). On an AVX2-only EPYC at 512 px, batch 1, under
+            oneDNN, U-Net ResNet-34 took 1.00 s per image with variables and 0.39-0.43 s
+            frozen, against Eigen's 0.44-0.56 s (frozen or not); the peers command's
+            DeepLabV3+ ResNet-50 frozen was 0.53 s against Eigen's 0.65 s in one A/B and
+            0.69 s against 0.65 s in the next (a noisy machine). But freezing took 6-8 s
+            more than building the unfrozen predictor and its first call, and the process's
+            peak RSS rose from 1.1 to 2.9 GiB (U-Net; 1.2 to 3.1 GiB DeepLabV3+; 2026-12-02,
+            bench_results/ab_onednn_*_predictor.json and perf.md; for U-Net the conversion
+            added 0.7 GiB and the first call 1.1 GiB, for 0.1 GiB of weights: not yet
+            traced). Hence off by default: it pays for long evaluations in a process running
+            oneDNN, where memory is to spare. Only a
+            copy is frozen (`fold` or a float32 copy); `fold=False` runs `model` itself.
 
     A model trained in a mixed precision this machine only emulates (mixed_bfloat16 on a
     CPU without native bfloat16, mixed_float16 without a GPU) runs as a float32 copy with
@@ -87,7 +90,7 @@ class Predictor:
         model: keras.Model,
         settings: EvalConfig | None = None,
         fold: bool = True,
-        freeze: bool | None = None,
+        freeze: bool = False,
     ):
         self.model = model
         self.settings = settings or EvalConfig()
@@ -99,8 +102,6 @@ class Predictor:
         run = inference_model(model, dtype) if fold or self.float32_copy else model
         # One tf.function for every input size (reduce_retracing keeps the traces few).
         self._forward = tf.function(lambda x: run(x, training=False), reduce_retracing=True)
-        if freeze is None:
-            freeze = onednn_enabled()
         self.frozen = freeze and run is not model and self._freeze()
 
     def _freeze(self) -> bool:

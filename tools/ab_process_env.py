@@ -5,8 +5,11 @@ report gives per candidate the median step time and the median peak RSS.
 
 Each process builds the row's keras_seg model, runs `--warmup` untimed calls of the user
 path (`train_on_batch` at 256 batch 4 for `train`, `predict_on_batch` at 512 batch 1 for
-`infer`), times `--steps` more and reports its peak RSS.
+`infer`, `keras_seg.inference.Predictor(model).logits` at 512 batch 1 for `predictor`, with
+the time of `Predictor()` and its first call as `setup_s`), times `--steps` more and
+reports its peak RSS.
 
+`AB_PREDICTOR_FREEZE=1` in a candidate's environment runs `Predictor(model, freeze=True)`.
 The environment variable `AB_KERAS_SGD=1` trains with Keras's own SGD instead of keras_seg's
 (`keras_seg.training.optimizers.SGD`), for the optimizer A/B in bench_results/perf.md.
 
@@ -47,6 +50,14 @@ if job["phase"] == "train":
     compile_like_peers(model, keras_seg_sgd=not os.environ.get("AB_KERAS_SGD"))
     x, y = numpy_batch(4, 256, 21, seed=1)
     call = lambda: model.train_on_batch(x, y)
+elif job["phase"] == "predictor":  # keras_seg.inference.Predictor: evaluate/predict's path
+    from keras_seg.inference import Predictor
+    x, _ = numpy_batch(1, 512, 21, seed=1)
+    setup = time.perf_counter()
+    predictor = Predictor(model, freeze=os.environ.get("AB_PREDICTOR_FREEZE") == "1")
+    predictor.logits(x)
+    setup = time.perf_counter() - setup
+    call = lambda: predictor.logits(x)
 else:
     x, _ = numpy_batch(1, 512, 21, seed=1)
     call = lambda: model.predict_on_batch(x)
@@ -57,14 +68,17 @@ for _ in range(job["steps"]):
     start = time.perf_counter()
     call()
     times.append(time.perf_counter() - start)
-print(json.dumps({"step_s": statistics.median(times), "peak_rss_mib": peak_rss_mib()}))
+out = {"step_s": statistics.median(times), "peak_rss_mib": peak_rss_mib()}
+if job["phase"] == "predictor":  # Predictor() and its first call (fold, trace, freeze)
+    out |= {"setup_s": setup, "frozen": predictor.frozen}
+print(json.dumps(out))
 """
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--row", default="unet_resnet34")
-    p.add_argument("--phase", choices=("train", "infer"), default="train")
+    p.add_argument("--phase", choices=("train", "infer", "predictor"), default="train")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=4, help="timed calls per process")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls per process")
@@ -97,7 +111,8 @@ def main() -> int:
             samples[name].append(sample)
             print(
                 f"round {round_ + 1} {name}: step {sample['step_s']:.3f} s, "
-                f"peak RSS {sample['peak_rss_mib']:.0f} MiB",
+                f"peak RSS {sample['peak_rss_mib']:.0f} MiB"
+                + (f", setup {sample['setup_s']:.2f} s" if "setup_s" in sample else ""),
                 flush=True,
             )
     summary = {
