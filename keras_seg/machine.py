@@ -63,7 +63,8 @@ def training_environment() -> dict[str, str]:
     higher peak RSS (bench_results/ab_onednn_*_train.json), and
     tools/onednn_gradient_check.py has every zoo model's gradients agree with Eigen's.
     Inference keeps TensorFlow's choice: there oneDNN's batch-1 convolutions are 1.3-3.1x
-    slower (README, "On a CPU without AVX-512"). TensorFlow reads the variable when it
+    slower (README, "On a CPU without AVX-512"; with the weights in variables oneDNN runs
+    them as im2col + GEMM, see `Predictor`'s `freeze`). TensorFlow reads the variable when it
     starts, hence a restart; a user's own setting (`TF_ENABLE_ONEDNN_OPTS=0`) wins.
     """
     if "TF_ENABLE_ONEDNN_OPTS" in os.environ or onednn_enabled() or gpu_available():
