@@ -73,8 +73,8 @@ class Predictor:
             bench_results/ab_onednn_*_predictor.json and perf.md; for U-Net the conversion
             added 0.7 GiB and the first call 1.1 GiB, for 0.1 GiB of weights: not yet
             traced). Hence off by default: it pays for long evaluations in a process running
-            oneDNN, where memory is to spare. Only a
-            copy is frozen (`fold` or a float32 copy); `fold=False` runs `model` itself.
+            oneDNN, where memory is to spare. Only a copy is frozen (`fold` or a float32
+            copy); `fold=False` runs `model` itself.
 
     A model trained in a mixed precision this machine only emulates (mixed_bfloat16 on a
     CPU without native bfloat16, mixed_float16 without a GPU) runs as a float32 copy with

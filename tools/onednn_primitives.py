@@ -14,7 +14,8 @@ steps do), so that the primitives' logged times do not overlap. After `--warmup`
 kept: the report sums its primitive times by (primitive, implementation, propagation kind,
 first tensor's layout).
 
-Example (bench_results/perf.md, "TensorFlow gives oneDNN NHWC tensors"):
+Example (bench_results/perf.md, "TensorFlow gives oneDNN NHWC tensors and variable
+filters"):
     python tools/onednn_primitives.py --row unet_resnet34 \\
         --output bench_results/onednn_primitives_unet.json
 """
