@@ -29,15 +29,12 @@ import re
 import subprocess
 import sys
 from collections import defaultdict
-from datetime import datetime
-from datetime import timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout
 
-from keras_seg.benchmarks.common import machine_info  # noqa: E402  (standard library only)
-from keras_seg.benchmarks.common import versions  # noqa: E402
+from keras_seg.benchmarks.common import write_report  # noqa: E402  (standard library only)
 
 MARK = "--- logged step ---"
 
@@ -167,15 +164,8 @@ def main() -> int:
                 f"{r['prop']} ({r['layout']})"
             )
     if args.output:
-        report = {
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "command": "python tools/onednn_primitives.py " + " ".join(sys.argv[1:]),
-            "machine": machine_info(),
-            "versions": versions(),
-            "settings": job,
-            "results": results,
-        }
-        Path(args.output).write_text(json.dumps(report, indent=2))
+        command = "python tools/onednn_primitives.py " + " ".join(sys.argv[1:])
+        write_report(args.output, "onednn_primitives", job | {"command": command}, results)
     return 0
 
 
