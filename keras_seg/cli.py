@@ -473,7 +473,7 @@ def main(
     debug = args.debug or os.environ.get("KERAS_SEG_DEBUG", "") not in ("", "0")
     _quiet(args.verbose)
     if restart and args.command == "train":
-        _restart_for_training()
+        _restart_for_training(args)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
@@ -493,14 +493,19 @@ def main(
         return code
 
 
-def _restart_for_training() -> None:
+def _restart_for_training(args) -> None:
     """Start this command line again, in this process, with `training_environment()`'s
-    settings (oneDNN kernels where TensorFlow chose Eigen's: faster training steps), which
-    TensorFlow reads only when it starts. Nothing has been read or written yet; the new
-    process finds the settings made and does not restart again."""
+    settings for the config's model (oneDNN kernels where TensorFlow chose Eigen's and the
+    model trains faster on them), which TensorFlow reads only when it starts. Nothing has
+    been written yet; the new process finds the settings made and does not restart again.
+    A config that does not load is left to the command, which reports it."""
     from keras_seg.machine import training_environment
 
-    settings = training_environment()
+    try:
+        model = _load_config(args).model
+    except Exception:  # noqa: BLE001  (the command reports it, in the same process)
+        return
+    settings = training_environment(model.name, model.backbone)
     if not settings or os.name != "posix" or not sys.executable:
         return
     shown = " ".join(f"{k}={v}" for k, v in settings.items())

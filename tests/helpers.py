@@ -61,10 +61,11 @@ def int8_tflite_outputs(
     return [out[f"output_{i}"] for i in range(len(out))]
 
 
-def onednn_in_training() -> bool | None:
-    """Whether a training process that keras_seg starts (`keras-seg train`, the benchmarks'
-    training workers) runs TensorFlow's oneDNN kernels on this machine: TensorFlow's own
-    choice or `training_environment()`'s. None where this process's TensorFlow started with
+def onednn_in_training(model: str = "unet", backbone: str | None = "resnet18") -> bool | None:
+    """Whether a training process that keras_seg starts for `model` with `backbone`
+    (`keras-seg train`, the benchmarks' training workers, whose U-Nets have ResNet encoders)
+    runs TensorFlow's oneDNN kernels on this machine: TensorFlow's own choice or
+    `training_environment()`'s. None where this process's TensorFlow started with
     `TF_ENABLE_ONEDNN_OPTS` set (then the two processes' defaults cannot be told apart)."""
     import os
 
@@ -73,4 +74,4 @@ def onednn_in_training() -> bool | None:
 
     if "TF_ENABLE_ONEDNN_OPTS" in os.environ:
         return None
-    return onednn_enabled() or bool(training_environment())
+    return onednn_enabled() or bool(training_environment(model, backbone))

@@ -77,9 +77,20 @@ def test_training_environment_and_the_eigen_note(monkeypatch, env, onednn, gpu, 
     monkeypatch.setattr(machine, "onednn_enabled", lambda: onednn)
     monkeypatch.setattr(machine, "gpu_available", lambda: gpu)
     monkeypatch.setattr(machine, "cpu_flags", lambda: frozenset(flags))
-    assert machine.training_environment() == ({"TF_ENABLE_ONEDNN_OPTS": "1"} if restart else {})
+    on = {"TF_ENABLE_ONEDNN_OPTS": "1"} if restart else {}
+    assert machine.training_environment("unet", "resnet34") == on
+    assert machine.training_environment("deeplabv3plus", "mobilenet_v2") == on
+    # Models that trained faster on Eigen's kernels keep them everywhere.
+    for model, backbone in [
+        ("unet", None),
+        ("fcn8s", "vgg16"),
+        ("segnet", None),
+        ("hrnet", "hrnetv2_w48"),
+    ]:
+        assert machine.training_environment(model, backbone) == {}, (model, backbone)
+        assert machine.eigen_kernels_note(model, backbone) is None
     # The note is for training in a process that setting could not reach (Python's `train`).
-    note = machine.eigen_kernels_note()
+    note = machine.eigen_kernels_note("unet", "resnet34")
     assert (note is not None) is restart
     if restart:
         assert "TF_ENABLE_ONEDNN_OPTS=1" in note and note.startswith("note: ")

@@ -9,6 +9,15 @@ path (`train_on_batch` at 256 batch 4 for `train`, `predict_on_batch` at 512 bat
 the time of `Predictor()` and its first call as `setup_s`), times `--steps` more and
 reports its peak RSS.
 
+With `--config` the process builds a zoo config's model instead (random weights, compiled
+by `keras_seg.training.trainer.compile_for_training` as `keras-seg train` compiles it) and
+times `train_on_batch` at `--size` batch `--batch`: the per-model A/B behind
+`keras_seg.machine.EIGEN_TRAINS_FASTER` (bench_results/ab_onednn_zoo/, one JSON per config):
+    python tools/ab_process_env.py --config zoo_configs/segnet_camvid.yaml --rounds 3 \\
+        --steps 2 --warmup 1 --candidate eigen TF_ENABLE_ONEDNN_OPTS=0 \\
+        --candidate onednn TF_ENABLE_ONEDNN_OPTS=1 \\
+        --output bench_results/ab_onednn_zoo/segnet_camvid.json
+
 `AB_PREDICTOR_FREEZE=1` in a candidate's environment runs `Predictor(model, freeze=True)`.
 The environment variable `AB_KERAS_SGD=1` trains with Keras's own SGD instead of keras_seg's
 (`keras_seg.training.optimizers.SGD`), for the optimizer A/B in bench_results/perf.md.
@@ -44,9 +53,26 @@ from keras_seg.benchmarks.common import numpy_batch, peak_rss_mib
 from keras_seg.benchmarks.peers import ROWS, _build_keras, compile_like_peers
 job = json.loads(sys.argv[1])
 keras.utils.set_random_seed(0)
-spec = ROWS[job["row"]]["keras_seg"]
-model = _build_keras({"library": "keras_seg", "spec": spec, "num_classes": 21})
-if job["phase"] == "train":
+if job["config"]:  # a zoo config's model, compiled as `keras-seg train` compiles it
+    from keras_seg import runs
+    from keras_seg.config import load_config
+    from keras_seg.training.trainer import compile_for_training
+    cfg = load_config(job["config"], ["model.weights=null"])
+    info = runs.ClassInfo(cfg.model.num_classes, (), None)
+    model = runs.build_model(cfg)
+    _, targets = compile_for_training(cfg, model, info, None)
+    x, y = numpy_batch(job["batch"], job["size"], cfg.model.num_classes, seed=1)
+    x = x[..., : cfg.model.input_channels]
+    if targets:  # deep supervision (pspnet's aux_head): one mask per output
+        x, y = targets(x, y)
+    call = lambda: model.train_on_batch(x, y)
+    job["phase"] = "config"
+else:
+    spec = ROWS[job["row"]]["keras_seg"]
+    model = _build_keras({"library": "keras_seg", "spec": spec, "num_classes": 21})
+if job["phase"] == "config":
+    pass
+elif job["phase"] == "train":
     compile_like_peers(model, keras_seg_sgd=not os.environ.get("AB_KERAS_SGD"))
     x, y = numpy_batch(4, 256, 21, seed=1)
     call = lambda: model.train_on_batch(x, y)
@@ -78,6 +104,13 @@ print(json.dumps(out))
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--row", default="unet_resnet34")
+    p.add_argument(
+        "--config",
+        help="a zoo config instead of --row: its model (random weights) compiled as "
+        "`keras-seg train` compiles it, trained with train_on_batch at --size batch --batch",
+    )
+    p.add_argument("--size", type=int, default=256, help="--config's square crop")
+    p.add_argument("--batch", type=int, default=2, help="--config's batch size")
     p.add_argument("--phase", choices=("train", "infer", "predictor"), default="train")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=4, help="timed calls per process")
@@ -93,7 +126,15 @@ def main() -> int:
     p.add_argument("--output", help="JSON report path")
     args = p.parse_args()
     job = json.dumps(
-        {"row": args.row, "phase": args.phase, "steps": args.steps, "warmup": args.warmup}
+        {
+            "row": args.row,
+            "phase": args.phase,
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "config": args.config,
+            "size": args.size,
+            "batch": args.batch,
+        }
     )
     samples: dict[str, list[dict]] = {c[0]: [] for c in args.candidate}
     for round_ in range(args.rounds):

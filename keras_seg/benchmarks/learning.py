@@ -205,12 +205,13 @@ def _run(library: str, seed: int, args, data: tuple, work: Path) -> dict[str, An
     env = dict(os.environ)
     if library == "keras_seg":
         config = run_dir / "config_in.yaml"
-        config.write_text(yaml.safe_dump(keras_config(args, seed), sort_keys=False))
+        recipe = keras_config(args, seed)
+        config.write_text(yaml.safe_dump(recipe, sort_keys=False))
         job |= {"config": str(config), "run_dir": str(run_dir / "run")}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
         from keras_seg.machine import training_environment  # what `keras-seg train` sets
 
-        env |= training_environment()
+        env |= training_environment(recipe["model"]["name"], recipe["model"]["backbone"])
         argv = [sys.executable, "-m", "keras_seg.benchmarks.learning"]
     else:
         job |= {

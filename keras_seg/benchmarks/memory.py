@@ -246,7 +246,9 @@ def measure_row(args, row: str) -> dict[str, Any]:
 
     ours = _run(
         [sys.executable, "-m", "keras_seg.benchmarks.memory", "--worker", keras_job],
-        env | {"TF_CPU_ALLOCATOR_USE_BFC": "true"} | training_environment(),
+        env
+        | {"TF_CPU_ALLOCATOR_USE_BFC": "true"}
+        | training_environment(table["keras_seg"]["model"], table["keras_seg"].get("backbone")),
         "keras_seg",
     )
     theirs = _run(

@@ -207,7 +207,7 @@ def train(
         f"{info.num_classes} classes, policy {policy}, {strategy.num_replicas_in_sync} replica(s), "
         f"{cfg.train.steps} steps of batch {cfg.train.batch_size}"
     )
-    note = eigen_kernels_note()
+    note = eigen_kernels_note(cfg.model.name, cfg.model.backbone)
     if note and chief:
         print(note)
     t0 = time.perf_counter()

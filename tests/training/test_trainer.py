@@ -57,7 +57,7 @@ def test_train_writes_the_run_files(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "best.keras on synthetic/val at full resolution" in out and "rectangle" in out
     # Where TensorFlow chose Eigen's CPU kernels by itself, the run says how to get oneDNN's.
-    note = eigen_kernels_note()
+    note = eigen_kernels_note(cfg.model.name, cfg.model.backbone)
     assert (note is not None and note in out) or (note is None and "note: " not in out)
 
     model = keras.saving.load_model(run / "final.keras")  # no custom_objects needed
@@ -178,23 +178,33 @@ def test_cli_train_reports_divergence(tmp_path, capsys):
     assert (tmp_path / "run" / "backup" / cb.BACKUP_STATE).exists()
 
 
-@pytest.mark.parametrize("setting", [None, "0"])
-def test_cli_train_restarts_with_the_training_environment(tmp_path, monkeypatch, setting):
+@pytest.mark.parametrize(
+    ("setting", "backbone"), [(None, "resnet18"), ("0", "resnet18"), (None, None)]
+)
+def test_cli_train_restarts_with_the_training_environment(tmp_path, monkeypatch, setting, backbone):
     """`keras-seg train`, in a fresh process as users run it, restarts itself with
-    `training_environment()`'s settings (oneDNN where TensorFlow chose Eigen by itself; on
-    an AVX2-only CPU, for example) and records the kernels it trained with; a user's own
+    `training_environment()`'s settings for the config's model (oneDNN where TensorFlow chose
+    Eigen by itself, on an AVX2-only CPU for example, and the model trains faster on it: a
+    ResNet U-Net, not the plain one) and records the kernels it trained with; a user's own
     `TF_ENABLE_ONEDNN_OPTS=0` wins."""
     from keras_seg.machine import training_environment
 
-    if (training := onednn_in_training()) is None:
+    if (training := onednn_in_training("unet", backbone)) is None:
         pytest.skip("this process's TensorFlow started with TF_ENABLE_ONEDNN_OPTS set")
     path, _ = tiny_config(tmp_path)
     run = tmp_path / "run"
     env = cli_env() if setting is None else cli_env(TF_ENABLE_ONEDNN_OPTS=setting)
-    args = [*CLI, "train", "--config", str(path), "--model-dir", str(run), "--no-final-eval"]
+    model = []
+    if backbone is not None:  # a small ResNet U-Net
+        options = "model.options={decoder_filters: [8, 8, 8, 8, 8]}"
+        model = ["--set", f"model.backbone={backbone}", "--set", options]
+    args = [*CLI, "train", "--config", str(path), *model, "--model-dir", str(run)]
+    args.append("--no-final-eval")
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    restarts = setting is None and training_environment() == {"TF_ENABLE_ONEDNN_OPTS": "1"}
+    restarts = setting is None and training_environment("unet", backbone) == {
+        "TF_ENABLE_ONEDNN_OPTS": "1"
+    }
     assert ("note: restarting with TF_ENABLE_ONEDNN_OPTS=1" in done.stdout) is restarts
     assert "oneDNN custom operations" not in done.stderr
     assert "note: TensorFlow runs its Eigen" not in done.stdout  # the restart answered it
@@ -202,7 +212,7 @@ def test_cli_train_restarts_with_the_training_environment(tmp_path, monkeypatch,
     assert onednn is (training if setting is None else False)
     # Run in-process (tests, notebooks), `main` never restarts: it is not its process's to end.
     monkeypatch.setattr(os, "execve", lambda *a: pytest.fail("main() restarted the process"))
-    assert main(["train", "--config", str(path), "--model-dir", str(tmp_path / "again"),
+    assert main(["train", "--config", str(path), *model, "--model-dir", str(tmp_path / "again"),
                  "--no-final-eval", "--set", "train.steps=1"]) == 0  # fmt: skip
 
 
