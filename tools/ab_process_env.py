@@ -66,27 +66,24 @@ if job["config"]:  # a zoo config's model, compiled as `keras-seg train` compile
     if targets:  # deep supervision (pspnet's aux_head): one mask per output
         x, y = targets(x, y)
     call = lambda: model.train_on_batch(x, y)
-    job["phase"] = "config"
 else:
     spec = ROWS[job["row"]]["keras_seg"]
     model = _build_keras({"library": "keras_seg", "spec": spec, "num_classes": 21})
-if job["phase"] == "config":
-    pass
-elif job["phase"] == "train":
-    compile_like_peers(model, keras_seg_sgd=not os.environ.get("AB_KERAS_SGD"))
-    x, y = numpy_batch(4, 256, 21, seed=1)
-    call = lambda: model.train_on_batch(x, y)
-elif job["phase"] == "predictor":  # keras_seg.inference.Predictor: evaluate/predict's path
-    from keras_seg.inference import Predictor
-    x, _ = numpy_batch(1, 512, 21, seed=1)
-    setup = time.perf_counter()
-    predictor = Predictor(model, freeze=os.environ.get("AB_PREDICTOR_FREEZE") == "1")
-    predictor.logits(x)
-    setup = time.perf_counter() - setup
-    call = lambda: predictor.logits(x)
-else:
-    x, _ = numpy_batch(1, 512, 21, seed=1)
-    call = lambda: model.predict_on_batch(x)
+    if job["phase"] == "train":
+        compile_like_peers(model, keras_seg_sgd=not os.environ.get("AB_KERAS_SGD"))
+        x, y = numpy_batch(4, 256, 21, seed=1)
+        call = lambda: model.train_on_batch(x, y)
+    elif job["phase"] == "predictor":  # keras_seg.inference.Predictor: evaluate/predict's path
+        from keras_seg.inference import Predictor
+        x, _ = numpy_batch(1, 512, 21, seed=1)
+        setup = time.perf_counter()
+        predictor = Predictor(model, freeze=os.environ.get("AB_PREDICTOR_FREEZE") == "1")
+        predictor.logits(x)
+        setup = time.perf_counter() - setup
+        call = lambda: predictor.logits(x)
+    else:
+        x, _ = numpy_batch(1, 512, 21, seed=1)
+        call = lambda: model.predict_on_batch(x)
 for _ in range(job["warmup"]):
     call()
 times = []
@@ -95,7 +92,7 @@ for _ in range(job["steps"]):
     call()
     times.append(time.perf_counter() - start)
 out = {"step_s": statistics.median(times), "peak_rss_mib": peak_rss_mib()}
-if job["phase"] == "predictor":  # Predictor() and its first call (fold, trace, freeze)
+if not job["config"] and job["phase"] == "predictor":  # Predictor() and its first call
     out |= {"setup_s": setup, "frozen": predictor.frozen}
 print(json.dumps(out))
 """
