@@ -58,6 +58,8 @@ if job["config"]:  # a zoo config's model, compiled as `keras-seg train` compile
     from keras_seg.config import load_config
     from keras_seg.training.trainer import compile_for_training
     cfg = load_config(job["config"], ["model.weights=null"])
+    # Not runs.class_info(cfg): a folder data set reads classes.txt from data that the A/B
+    # does not need; compiling uses only the class count and the ignore label.
     info = runs.ClassInfo(cfg.model.num_classes, (), None)
     model = runs.build_model(cfg)
     _, targets = compile_for_training(cfg, model, info, None)
