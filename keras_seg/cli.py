@@ -495,17 +495,20 @@ def main(
 
 def _restart_for_training(args) -> None:
     """Start this command line again, in this process, with `training_environment()`'s
-    settings for the config's model (oneDNN kernels where TensorFlow chose Eigen's and the
-    model trains faster on them), which TensorFlow reads only when it starts. Nothing has
-    been written yet; the new process finds the settings made and does not restart again.
-    A config that does not load is left to the command, which reports it."""
+    settings for the config's model and step size (oneDNN kernels where TensorFlow chose
+    Eigen's and the model trains faster on them at that size), which TensorFlow reads only
+    when it starts. Nothing has been written yet; the new process finds the settings made
+    and does not restart again. A config that does not load is left to the command, which
+    reports it."""
+    from keras_seg.machine import pixels_per_step
     from keras_seg.machine import training_environment
 
     try:
-        model = _load_config(args).model
+        cfg = _load_config(args)
     except Exception:  # noqa: BLE001  (the command reports it, in the same process)
         return
-    settings = training_environment(model.name, model.backbone)
+    pixels = pixels_per_step(cfg.train.batch_size, cfg.data.crop_size)
+    settings = training_environment(cfg.model.name, cfg.model.backbone, pixels)
     if not settings or os.name != "posix" or not sys.executable:
         return
     shown = " ".join(f"{k}={v}" for k, v in settings.items())

@@ -53,62 +53,87 @@ def onednn_enabled() -> bool:
         return False
 
 
-# Models whose training steps ran faster on TensorFlow's Eigen kernels than on oneDNN's on an
-# AVX2-only CPU (model name -> its backbones that did, None for all): wide convolutions at
-# high resolution, which oneDNN runs with variable filters as im2col + GEMM (`x64:gemm:jit`)
-# and whose NHWC weight gradients it computes slowly (bench_results/perf.md, "oneDNN per
-# zoo model"). Eigen's step against oneDNN's, zoo configs at 256 batch 2: plain U-Net 1.48x,
-# SegNet 1.33x, FCN-8s 1.27x, HRNet-W48 1.07x as fast; unet_isbi2012 at its own 512 crop
-# 12 s against over 250 s. ResNet, depthwise and transformer encoders went the other way.
-EIGEN_TRAINS_FASTER: dict[str, tuple | None] = {
-    "unet": (None,),  # the paper's encoder; with a ResNet backbone oneDNN is faster
-    "fcn8s": None,
-    "fcn16s": None,
-    "fcn32s": None,
-    "segnet": None,
-    "hrnet": None,
+# Where a training step ran faster on TensorFlow's Eigen kernels than on oneDNN's on an
+# AVX2-only CPU: model name -> {backbone (`ANY`: every one) -> the step size, in pixels
+# (batch x crop height x crop width), from which it did; 0 for every size}. Wide convolutions
+# at high resolution are what oneDNN does worst there: it runs them with variable filters as
+# im2col + GEMM (`x64:gemm:jit`) and computes their NHWC weight gradients slowly, so its lead
+# shrinks as the step grows and turns for some models (bench_results/perf.md, "oneDNN per zoo
+# model"; bench_results/ab_onednn_zoo/*.json). Eigen's step against oneDNN's: plain U-Net
+# 1.48x at 256 batch 2 and 12 s against over 250 s at 512 batch 1, SegNet 1.33x, FCN-8s
+# 1.27x, HRNet-W48 1.07x (256 batch 2); MobileNetV2 DeepLabV3+ 0.57x at 256 batch 2 but
+# 1.15x at 512 batch 2, PSPNet-R50 0.90x and 1.10x. ResNet (U-Net, DeepLabV3+) and
+# transformer encoders kept oneDNN's lead at every size measured. Sizes between two measured
+# ones are not known; a threshold is the smallest step measured faster on Eigen.
+ANY = "*"
+EIGEN_TRAINS_FASTER: dict[str, dict[str | None, int]] = {
+    "unet": {None: 0},  # the paper's encoder; with a ResNet backbone oneDNN is faster
+    "fcn8s": {ANY: 0},
+    "fcn16s": {ANY: 0},
+    "fcn32s": {ANY: 0},
+    "segnet": {ANY: 0},
+    "hrnet": {ANY: 0},
+    "deeplabv3plus": {"mobilenet_v2": 512 * 512 * 2},
+    "pspnet": {ANY: 512 * 512 * 2},
 }
 
 
-def onednn_trains_faster(model: str, backbone: str | None) -> bool:
+def onednn_trains_faster(model: str, backbone: str | None, step_pixels: int | None = None) -> bool:
     """Whether `model` with `backbone` trained faster on oneDNN's kernels than on Eigen's on an
-    AVX2-only CPU (`EIGEN_TRAINS_FASTER` lists the exceptions; None there: any backbone)."""
-    if model not in EIGEN_TRAINS_FASTER:
+    AVX2-only CPU at steps of `step_pixels` (batch x crop height x crop width; None: not
+    known, then only the models that train faster on Eigen at every size say no).
+    `EIGEN_TRAINS_FASTER` lists the exceptions."""
+    sizes = EIGEN_TRAINS_FASTER.get(model, {})
+    from_pixels = sizes.get(backbone, sizes.get(ANY))
+    if from_pixels is None:
         return True
-    backbones = EIGEN_TRAINS_FASTER[model]
-    return backbones is not None and backbone not in backbones
+    if step_pixels is None:
+        return from_pixels > 0
+    return step_pixels < from_pixels
 
 
-def training_environment(model: str, backbone: str | None) -> dict[str, str]:
+def pixels_per_step(batch_size: int, crop_size) -> int | None:
+    """A training step's size for `onednn_trains_faster`: batch x crop height x crop width
+    (None where the crop is not a known [height, width])."""
+    if not crop_size or len(crop_size) != 2:
+        return None
+    return int(batch_size) * int(crop_size[0]) * int(crop_size[1])
+
+
+def training_environment(
+    model: str, backbone: str | None, step_pixels: int | None = None
+) -> dict[str, str]:
     """The process settings `keras-seg train` restarts itself with before it trains `model`
-    with `backbone`.
+    with `backbone` at steps of `step_pixels` (`pixels_per_step()`; None: not known).
 
     `TF_ENABLE_ONEDNN_OPTS=1` where TensorFlow chose its Eigen CPU kernels itself (an x86
     CPU with AVX2 but without AVX-512 VNNI/BF16 or AMX, no GPU, the variable unset) and the
-    model trains faster on oneDNN's (`onednn_trains_faster`). On an AVX2-only EPYC oneDNN's
-    convolution gradients made the peers table's training steps 1.17x (U-Net ResNet-34) and
-    1.19x (DeepLabV3+ ResNet-50) as fast, at 7% lower and 2% higher peak RSS
-    (bench_results/ab_onednn_*_train.json), and tools/onednn_gradient_check.py has every zoo
-    model's gradients agree with Eigen's. Inference keeps TensorFlow's choice: there oneDNN's
-    batch-1 convolutions are 1.3-3.1x slower (README, "On a CPU without AVX-512"; with the
-    weights in variables oneDNN runs them as im2col + GEMM, see `Predictor`'s `freeze`).
-    TensorFlow reads the variable when it starts, hence a restart; a user's own setting
-    (`TF_ENABLE_ONEDNN_OPTS=0`) wins.
+    model trains faster on oneDNN's at that step size (`onednn_trains_faster`). On an
+    AVX2-only EPYC oneDNN's convolution gradients made the peers table's training steps 1.17x
+    (U-Net ResNet-34) and 1.19x (DeepLabV3+ ResNet-50) as fast, at 7% lower and 2% higher
+    peak RSS (bench_results/ab_onednn_*_train.json), and tools/onednn_gradient_check.py has
+    every zoo model's gradients agree with Eigen's. Inference keeps TensorFlow's choice: there
+    oneDNN's batch-1 convolutions are 1.3-3.1x slower (README, "On a CPU without AVX-512";
+    with the weights in variables oneDNN runs them as im2col + GEMM, see `Predictor`'s
+    `freeze`). TensorFlow reads the variable when it starts, hence a restart; a user's own
+    setting (`TF_ENABLE_ONEDNN_OPTS=0`) wins.
     """
     if "TF_ENABLE_ONEDNN_OPTS" in os.environ or onednn_enabled() or gpu_available():
         return {}
     if "avx2" not in cpu_flags():
         return {}  # not measured there (older x86, or not x86: Linux lists no avx2)
-    if not onednn_trains_faster(model, backbone):
+    if not onednn_trains_faster(model, backbone, step_pixels):
         return {}
     return {"TF_ENABLE_ONEDNN_OPTS": "1"}
 
 
-def eigen_kernels_note(model: str, backbone: str | None) -> str | None:
+def eigen_kernels_note(
+    model: str, backbone: str | None, step_pixels: int | None = None
+) -> str | None:
     """A line for a training run in a process that `training_environment` would have
     started differently (Python's `keras_seg.training.train` rather than `keras-seg
     train`); None elsewhere."""
-    if not training_environment(model, backbone):
+    if not training_environment(model, backbone, step_pixels):
         return None
     return (
         f"note: TensorFlow runs its Eigen CPU kernels here; on an AVX2-only CPU {model} "

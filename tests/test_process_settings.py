@@ -92,6 +92,15 @@ def test_training_environment_and_the_eigen_note(monkeypatch, env, onednn, gpu, 
     ]:
         assert machine.training_environment(model, backbone) == {}, (model, backbone)
         assert machine.eigen_kernels_note(model, backbone) is None
+    # ... and those whose lead turns with the step's size keep it below the size.
+    small, zoo = 256 * 256 * 2, machine.pixels_per_step(16, [513, 513])
+    for model, backbone in [("deeplabv3plus", "mobilenet_v2"), ("pspnet", "resnet50")]:
+        assert machine.training_environment(model, backbone, small) == on, (model, backbone)
+        assert machine.training_environment(model, backbone, zoo) == {}, (model, backbone)
+        assert machine.eigen_kernels_note(model, backbone, zoo) is None
+    assert machine.training_environment("unet", "resnet34", zoo) == on  # no size limit
+    assert machine.training_environment("deeplabv3plus", "resnet50", zoo) == on
+    assert machine.training_environment("unet", None, 1) == {}
     # The note is for training in a process that setting could not reach (Python's `train`).
     note = machine.eigen_kernels_note("unet", "resnet34")
     assert (note is not None) is restart
@@ -99,10 +108,46 @@ def test_training_environment_and_the_eigen_note(monkeypatch, env, onednn, gpu, 
         assert "TF_ENABLE_ONEDNN_OPTS=1" in note and note.startswith("note: ")
 
 
-def test_cpu_flags_reads_every_flags_line(tmp_path):
-    from keras_seg.machine import cpu_flags
+def test_pixels_per_step_and_the_size_limits():
+    from keras_seg import machine
 
-    cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 fma\n\nflags\t\t: avx2 sse4_2\n")
-    assert cpu_flags(str(cpuinfo)) == {"fpu", "avx2", "fma", "sse4_2"}
-    assert cpu_flags(str(tmp_path / "missing")) == frozenset()
+    assert machine.pixels_per_step(4, [256, 512]) == 4 * 256 * 512
+    assert machine.pixels_per_step(4, None) is None
+    mobilenet = machine.EIGEN_TRAINS_FASTER["deeplabv3plus"]["mobilenet_v2"]
+    assert machine.onednn_trains_faster("deeplabv3plus", "mobilenet_v2", mobilenet - 1)
+    assert not machine.onednn_trains_faster("deeplabv3plus", "mobilenet_v2", mobilenet)
+    # Not known: only the models that train faster on Eigen at every size say no.
+    assert machine.onednn_trains_faster("deeplabv3plus", "mobilenet_v2", None)
+    assert not machine.onednn_trains_faster("segnet", None, None)
+    assert machine.onednn_trains_faster("segformer", "mit_b0", 10**9)
+
+
+@pytest.mark.parametrize(
+    ("config", "overrides", "restart"),
+    [
+        ("unet_isbi2012", ["data.crop_size=[64, 64]"], False),  # the paper's U-Net: Eigen
+        ("pspnet_resnet50_voc2012aug", ["data.crop_size=[64, 64]", "train.batch_size=2"], True),
+        ("pspnet_resnet50_voc2012aug", [], False),  # the config's own step: 512 batch 16
+        ("deeplabv3plus_mobilenetv2_voc2012aug", ["train.batch_size=1"], True),  # 513 batch 1
+        ("deeplabv3plus_resnet50_cityscapes", [], True),  # no size limit
+    ],
+)
+def test_cli_restart_follows_the_configs_model_and_step(
+    tmp_path, monkeypatch, config, overrides, restart
+):
+    """`keras-seg train` decides on the config's model and its step (batch x crop), as
+    loaded with the command line's overrides, before anything is built."""
+    import argparse
+
+    from keras_seg import cli
+    from keras_seg import machine
+
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    monkeypatch.setattr(machine, "onednn_enabled", lambda: False)  # an AVX2-only x86
+    monkeypatch.setattr(machine, "gpu_available", lambda: False)
+    monkeypatch.setattr(machine, "cpu_flags", lambda: frozenset({"avx2"}))
+    started = []
+    monkeypatch.setattr(os, "execve", lambda path, argv, env: started.append(env))
+    path = str(REPO / "zoo_configs" / f"{config}.yaml")
+    cli._restart_for_training(argparse.Namespace(config=path, overrides=overrides))
+    assert [env.get("TF_ENABLE_ONEDNN_OPTS") for env in started] == (["1"] if restart else [])

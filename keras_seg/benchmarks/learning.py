@@ -209,9 +209,11 @@ def _run(library: str, seed: int, args, data: tuple, work: Path) -> dict[str, An
         config.write_text(yaml.safe_dump(recipe, sort_keys=False))
         job |= {"config": str(config), "run_dir": str(run_dir / "run")}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-        from keras_seg.machine import training_environment  # what `keras-seg train` sets
+        from keras_seg.machine import pixels_per_step  # what `keras-seg train` sets
+        from keras_seg.machine import training_environment
 
-        env |= training_environment(recipe["model"]["name"], recipe["model"]["backbone"])
+        pixels = pixels_per_step(recipe["train"]["batch_size"], recipe["data"]["crop_size"])
+        env |= training_environment(recipe["model"]["name"], recipe["model"]["backbone"], pixels)
         argv = [sys.executable, "-m", "keras_seg.benchmarks.learning"]
     else:
         job |= {

@@ -242,13 +242,15 @@ def measure_row(args, row: str) -> dict[str, Any]:
     path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "PYTHONPATH": path}
     keras_job = json.dumps(job | {"spec": table["keras_seg"]})
-    from keras_seg.machine import training_environment  # what `keras-seg train` runs with
+    from keras_seg.machine import pixels_per_step  # what `keras-seg train` runs with
+    from keras_seg.machine import training_environment
 
+    spec, pixels = table["keras_seg"], pixels_per_step(args.batch, [args.size] * 2)
     ours = _run(
         [sys.executable, "-m", "keras_seg.benchmarks.memory", "--worker", keras_job],
         env
         | {"TF_CPU_ALLOCATOR_USE_BFC": "true"}
-        | training_environment(table["keras_seg"]["model"], table["keras_seg"].get("backbone")),
+        | training_environment(spec["model"], spec.get("backbone"), pixels),
         "keras_seg",
     )
     theirs = _run(

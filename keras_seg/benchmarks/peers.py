@@ -317,10 +317,12 @@ def run_group(args, row: str, precision: str, phase: str, cases, libraries, tmp:
             if library == "keras_seg" and phase == "training":
                 # What `keras-seg train` restarts itself with (oneDNN where TensorFlow chose
                 # Eigen and the model trains faster on it): the user path of training.
+                from keras_seg.machine import pixels_per_step
                 from keras_seg.machine import training_environment
 
                 spec = job["spec"]
-                worker_env = env | training_environment(spec["model"], spec.get("backbone"))
+                pixels = max(pixels_per_step(c["batch"], [c["size"]] * 2) for c in cases.values())
+                worker_env = env | training_environment(spec["model"], spec.get("backbone"), pixels)
             command = _command(library, args, job)
             workers[library] = Worker(name, command, worker_env, log, args.timeout)
         for library, ready in wait_ready(workers, args.timeout).items():

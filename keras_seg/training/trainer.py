@@ -40,6 +40,7 @@ from keras_seg.losses import count_labels
 from keras_seg.losses import median_frequency_weights
 from keras_seg.machine import eigen_kernels_note
 from keras_seg.machine import onednn_enabled
+from keras_seg.machine import pixels_per_step
 from keras_seg.metrics import MeanIoU
 from keras_seg.metrics import format_table
 from keras_seg.training import callbacks as cb
@@ -207,7 +208,8 @@ def train(
         f"{info.num_classes} classes, policy {policy}, {strategy.num_replicas_in_sync} replica(s), "
         f"{cfg.train.steps} steps of batch {cfg.train.batch_size}"
     )
-    note = eigen_kernels_note(cfg.model.name, cfg.model.backbone)
+    pixels = pixels_per_step(cfg.train.batch_size, cfg.data.crop_size)
+    note = eigen_kernels_note(cfg.model.name, cfg.model.backbone, pixels)
     if note and chief:
         print(note)
     t0 = time.perf_counter()
