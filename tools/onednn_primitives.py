@@ -1,6 +1,8 @@
 """Which oneDNN primitives one training step runs in keras_seg (TensorFlow) and in
 segmentation_models.pytorch (PyTorch), with their implementations, memory layouts and
-times, read from oneDNN's own verbose log.
+times, read from oneDNN's own verbose log: for a training step (`--phase train`) or a
+`predict_on_batch` / `inference_mode` forward pass (`--phase infer`), in float32 or in each
+library's bfloat16 (`--precision bf16`).
 
 Both libraries call oneDNN for convolutions on the CPU, so its log names the kernel each
 side gets and the layout of the tensors it is given (`acdb` is NHWC; `aBcd8b` is PyTorch's
@@ -48,15 +50,20 @@ job = json.loads(sys.argv[1])
 if job["serial"]:
     tf.config.threading.set_inter_op_parallelism_threads(1)
 keras.utils.set_random_seed(0)
+keras.mixed_precision.set_global_policy(
+    "mixed_bfloat16" if job["precision"] == "bf16" else "float32")
 model = _build_keras({"library": "keras_seg", "spec": ROWS[job["row"]]["keras_seg"],
                       "num_classes": 21})
-compile_like_peers(model)
 x, y = numpy_batch(job["batch"], job["size"], 21, seed=1)
-step = lambda: model.train_on_batch(x, y)
+if job["phase"] == "train":
+    compile_like_peers(model)
+    step = lambda: model.train_on_batch(x, y)
+else:
+    step = lambda: model.predict_on_batch(x)
 """
 
 _TORCH = """
-import json, statistics, sys, time
+import contextlib, json, statistics, sys, time
 import torch
 import torch.nn.functional as F
 import segmentation_models_pytorch as smp
@@ -71,9 +78,20 @@ optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 x, y = numpy_batch(job["batch"], job["size"], 21, seed=1)
 x = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
 y = torch.from_numpy(y).long()
+bf16 = job["precision"] == "bf16"  # as keras-seg benchmark peers runs SMP (peers_torch.py)
+if bf16:
+    model, x = model.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last)
+cast = lambda: torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+if job["phase"] == "infer":
+    model.eval()
 def step():
+    if job["phase"] == "infer":
+        with torch.inference_mode(), cast():
+            return model(x)
     optimizer.zero_grad()
-    F.cross_entropy(model(x), y, ignore_index=255).backward()
+    with cast():
+        loss = F.cross_entropy(model(x), y, ignore_index=255)
+    loss.backward()
     optimizer.step()
 """
 
@@ -137,6 +155,14 @@ def run(library: str, job: dict) -> dict:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--row", default="unet_resnet34")
+    p.add_argument("--phase", choices=("train", "infer"), default="train")
+    p.add_argument(
+        "--precision",
+        choices=("float32", "bf16"),
+        default="float32",
+        help="bf16: keras_seg's mixed_bfloat16 policy, SMP's bfloat16 autocast with "
+        "channels_last (the peers command's bf16)",
+    )
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--warmup", type=int, default=2)
@@ -151,7 +177,8 @@ def main() -> int:
     )
     p.add_argument("--output", help="JSON report path")
     args = p.parse_args()
-    job = {k: getattr(args, k) for k in ("row", "size", "batch", "warmup", "steps", "serial")}
+    keys = ("row", "phase", "precision", "size", "batch", "warmup", "steps", "serial")
+    job = {k: getattr(args, k) for k in keys}
     results = {library: run(library, job) for library in ("keras_seg", "smp")}
     for library, result in results.items():
         print(

@@ -48,3 +48,37 @@ def test_parse_sums_the_logged_step_by_kernel_and_layout():
     }
     assert [(r["layout"], r["count"]) for r in rows[1:]] == [("aBcd8b", 1), ("cdba", 1)]
     assert rows[2]["primitive"] == "reorder" and rows[2]["ms"] == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize(("phase", "precision"), [("infer", "float32"), ("train", "bf16")])
+def test_the_tool_runs_both_libraries_in_new_processes(tmp_path, phase, precision):
+    """The tool as users run it, on the smallest inputs: both libraries' processes log
+    their convolutions and the report says which phase and precision ran."""
+    import subprocess
+    import sys
+
+    from keras_seg.machine import cpu_has_native_bfloat16
+
+    if importlib.util.find_spec("segmentation_models_pytorch") is None:  # not imported here:
+        pytest.skip("segmentation_models_pytorch is not installed")  # torch beside TF crashes
+    report = tmp_path / "primitives.json"
+    args = ["--row", "unet_resnet34", "--phase", phase, "--precision", precision]
+    args += ["--size", "64", "--batch", "1", "--warmup", "0", "--steps", "1"]
+    done = subprocess.run(
+        [sys.executable, str(TOOL), *args, "--output", str(report)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    payload = json.loads(report.read_text())
+    assert payload["settings"]["phase"] == phase
+    assert payload["settings"]["precision"] == precision
+    # Without native bfloat16 neither library gives oneDNN its bfloat16 convolutions.
+    logs_convolutions = precision == "float32" or cpu_has_native_bfloat16()
+    for library in ("keras_seg", "smp"):
+        result = payload["results"][library]
+        assert result["step_s"] > 0
+        if logs_convolutions:
+            primitives = {r["primitive"] for r in result["primitives"]}
+            assert "convolution" in primitives, (library, primitives)
