@@ -40,59 +40,34 @@ from keras_seg.benchmarks.common import write_report  # noqa: E402  (standard li
 
 MARK = "--- logged step ---"
 
-_KERAS = """
+# Each side is the peers command's own worker set-up (`keras-seg benchmark peers`):
+# `peers.keras_setup` and `peers_torch.setup` build, compile and cast as that command does,
+# and the step is its user path (predict_on_batch / train_on_batch; SMP's eager call).
+_JOB = """
 import json, statistics, sys, time
-import keras
-import tensorflow as tf
-from keras_seg.benchmarks.common import numpy_batch
-from keras_seg.benchmarks.peers import ROWS, _build_keras, compile_like_peers
-job = json.loads(sys.argv[1])
-if job["serial"]:
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-keras.utils.set_random_seed(0)
-keras.mixed_precision.set_global_policy(
-    "mixed_bfloat16" if job["precision"] == "bf16" else "float32")
-model = _build_keras({"library": "keras_seg", "spec": ROWS[job["row"]]["keras_seg"],
-                      "num_classes": 21})
-x, y = numpy_batch(job["batch"], job["size"], 21, seed=1)
-if job["phase"] == "train":
-    compile_like_peers(model)
-    step = lambda: model.train_on_batch(x, y)
-else:
-    step = lambda: model.predict_on_batch(x)
-"""
-
-_TORCH = """
-import contextlib, json, statistics, sys, time
-import torch
-import torch.nn.functional as F
-import segmentation_models_pytorch as smp
-from keras_seg.benchmarks.common import numpy_batch
 from keras_seg.benchmarks.peers import ROWS
 job = json.loads(sys.argv[1])
-torch.manual_seed(0)
-torch.set_num_threads(2)
-spec = ROWS[job["row"]]["smp"]
-model = getattr(smp, spec["class"])(encoder_weights=None, classes=21, **spec["kwargs"])
-optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-x, y = numpy_batch(job["batch"], job["size"], 21, seed=1)
-x = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
-y = torch.from_numpy(y).long()
-bf16 = job["precision"] == "bf16"  # as keras-seg benchmark peers runs SMP (peers_torch.py)
-if bf16:
-    model, x = model.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last)
-cast = lambda: torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-if job["phase"] == "infer":
-    model.eval()
-def step():
-    if job["phase"] == "infer":
-        with torch.inference_mode(), cast():
-            return model(x)
-    optimizer.zero_grad()
-    with cast():
-        loss = F.cross_entropy(model(x), y, ignore_index=255)
-    loss.backward()
-    optimizer.step()
+phase = {"infer": "inference", "train": "training"}[job["phase"]]
+worker = {"spec": ROWS[job["row"]][LIBRARY], "library": LIBRARY, "num_classes": 21,
+          "precision": job["precision"], "phase": phase, "threads": 2, "tf_threads": 0,
+          "iters": 1, "cases": {"case": {"batch": job["batch"], "size": job["size"]}}}
+"""
+
+_KERAS = """
+import tensorflow as tf
+from keras_seg.benchmarks.peers import USER_PATH, keras_setup
+if job["serial"]:
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+_, calls = keras_setup(worker)
+step = calls["case/" + USER_PATH[phase]][0]
+"""
+
+# SMP (torchvision) first: imported after TensorFlow, which `import keras_seg` loads, it crashes.
+_TORCH_FIRST = "import segmentation_models_pytorch\n"
+_TORCH = """
+from keras_seg.benchmarks import common, peers_torch
+_, calls = peers_torch.setup(worker, common)
+step = calls["case/eager"][0]
 """
 
 _TIMING = """
@@ -136,7 +111,9 @@ def parse(stdout: str) -> tuple[float, list[dict]]:
 
 
 def run(library: str, job: dict) -> dict:
-    code = (_KERAS if library == "keras_seg" else _TORCH) + _TIMING.replace("MARK", repr(MARK))
+    first, side = ("", _KERAS) if library == "keras_seg" else (_TORCH_FIRST, _TORCH)
+    code = first + _JOB.replace("LIBRARY", repr(library)) + side
+    code += _TIMING.replace("MARK", repr(MARK))
     code += "step()\n"
     # oneDNN reads ONEDNN_VERBOSE once, in both libraries: every step logs (a few ms).
     env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2", ONEDNN_VERBOSE="1")
