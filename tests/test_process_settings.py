@@ -151,3 +151,12 @@ def test_cli_restart_follows_the_configs_model_and_step(
     path = str(REPO / "zoo_configs" / f"{config}.yaml")
     cli._restart_for_training(argparse.Namespace(config=path, overrides=overrides))
     assert [env.get("TF_ENABLE_ONEDNN_OPTS") for env in started] == (["1"] if restart else [])
+
+
+def test_cpu_flags_reads_every_flags_line(tmp_path):
+    from keras_seg.machine import cpu_flags
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 fma\n\nflags\t\t: avx2 sse4_2\n")
+    assert cpu_flags(str(cpuinfo)) == {"fpu", "avx2", "fma", "sse4_2"}
+    assert cpu_flags(str(tmp_path / "missing")) == frozenset()
