@@ -1,4 +1,4 @@
-"""FusedBatchNorm: TensorFlow's fused kernel in training, Keras' layer otherwise (issue #13).
+"""FusedBatchNorm: TensorFlow's fused kernel in training and inference (issue #13).
 
 The reference is PyTorch's `BatchNorm2d` in training mode: same output, gradients and moving
 statistics (PyTorch also updates its running variance with the unbiased batch variance).
@@ -109,7 +109,7 @@ def test_frozen_or_inference_bfloat16_runs_the_kernel_on_the_moving_statistics(t
 
 
 @pytest.mark.parametrize("case", ["inference", "frozen", "rank3"])
-def test_other_cases_are_keras_batch_normalization(case):
+def test_other_cases_equal_keras_batch_normalization(case):
     shape = (2, 5, 8) if case == "rank3" else (2, 5, 6, 8)
     x = tf.constant(_batch(4, shape))
     ours, theirs = (
@@ -121,9 +121,57 @@ def test_other_cases_are_keras_batch_normalization(case):
     if case == "frozen":
         ours.trainable = theirs.trainable = False
     training = case != "inference"
-    np.testing.assert_array_equal(ours(x, training=training), theirs(x, training=training))
+    fn = tf.function(lambda x: ours(x, training=training))
+    np.testing.assert_allclose(fn(x), theirs(x, training=training), rtol=1e-6, atol=1e-5)
     for a, b in zip(ours.get_weights(), theirs.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
+    ops = {op.type for op in fn.get_concrete_function(x).graph.get_operations()}
+    # 4-D inference (frozen included) runs the kernel, so that Grappler can fuse it into the
+    # convolution before it; other ranks are Keras' code.
+    assert ("FusedBatchNormV3" in ops) == (case != "rank3")
+
+
+_FUSION_SCRIPT = """
+import sys
+import keras, numpy as np
+from keras_seg.layers import FusedBatchNorm
+keras.mixed_precision.set_global_policy(sys.argv[1])
+i = keras.Input((32, 32, 16))
+x = keras.layers.Conv2D(32, 3, padding="same", use_bias=False)(i)
+x = keras.layers.Activation("relu")(FusedBatchNorm(epsilon=1e-5)(x))
+model = keras.Model(i, x)
+model.predict_on_batch(np.ones((1, 32, 32, 16), "float32"))
+"""
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_float32_inference_fuses_batchnorm_and_relu_into_the_convolution(policy, tmp_path):
+    """What the float32 kernel is for, in a new process as users run it: with oneDNN on (as
+    TensorFlow sets it on AVX-512 CPUs), its own log shows one convolution with the
+    normalisation and the ReLU as post-ops and no batch_normalization primitive. In bfloat16
+    the remapper does not fuse them: a separate primitive (and the test says so)."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "fuse.py"
+    script.write_text(_FUSION_SCRIPT)
+    env = os.environ | {"ONEDNN_VERBOSE": "1", "TF_ENABLE_ONEDNN_OPTS": "1"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    run = subprocess.run(
+        [sys.executable, str(script), policy], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    executed = [line for line in run.stdout.splitlines() if line.startswith("onednn_verbose")]
+    executed = [line for line in executed if ",exec," in line]
+    convolutions = [line for line in executed if ",convolution," in line]
+    norms = [line for line in executed if ",batch_normalization," in line]
+    if policy == "float32":
+        assert convolutions, run.stdout[-2000:]
+        assert all("eltwise_relu" in line for line in convolutions), convolutions
+        assert norms == []
+    elif "bf16" in " ".join(convolutions):  # a CPU where oneDNN runs bfloat16 convolutions
+        assert norms, executed
 
 
 @pytest.mark.parametrize(
