@@ -29,6 +29,12 @@ import warnings
 
 import keras
 import numpy as np
+import tensorflow as tf
+
+# Keras has no public way to run a Functional graph with another callable for some of its
+# nodes; these two are what `Functional.call` itself uses (Keras 3.15).
+from keras.src.models.functional import operation_fn as keras_operation_fn
+from keras.src.models.functional import unpack_singleton
 
 from keras_seg.layers import FoldedBatchNorm
 
@@ -174,3 +180,70 @@ def inference_model(model: keras.Model, dtype: str | None = None) -> keras.Model
             stacklevel=2,
         )
         return model
+
+
+def _calls_convolution_op(conv: keras.layers.Layer) -> bool:
+    """A Conv2D whose call is Keras' `convolution_op(x, kernel)` + bias (+ activation), so that
+    `live_folded_call` can run it on a folded kernel (keras_seg's AtrousConv2D included)."""
+    return isinstance(conv, keras.layers.Conv2D) and type(conv).call is keras.layers.Conv2D.call
+
+
+def _live_folded_conv(conv: keras.layers.Layer, bn: keras.layers.BatchNormalization):
+    """`x -> bn(conv(x))` in inference as one convolution with a bias, folded from the
+    variables' values at this call (so it follows training; TensorFlow's graph does the
+    kernel-sized multiply on each call, beside the convolutions)."""
+
+    def call(inputs, **kwargs):
+        scale = tf.math.rsqrt(tf.convert_to_tensor(bn.moving_variance) + bn.epsilon)
+        if bn.scale:
+            scale = scale * bn.gamma
+        shift = -bn.moving_mean * scale
+        if bn.center:
+            shift = shift + bn.beta
+        if conv.use_bias:
+            shift = shift + conv.bias * scale
+        dtype = conv.compute_dtype
+        outputs = conv.convolution_op(tf.cast(inputs, dtype), tf.cast(conv.kernel * scale, dtype))
+        # BiasAdd (not Keras' AddV2): the op Grappler fuses into the convolution.
+        return tf.nn.bias_add(outputs, tf.cast(shift, dtype))
+
+    return call
+
+
+def live_folded_call(model: keras.Model, inputs):
+    """`model(inputs, training=False)` with each Conv2D -> BatchNorm pair run as one
+    convolution whose kernel and bias are folded from the variables at each call.
+
+    The static copy (`fold_batch_norm`) serves the exports and `Predictor`; this is for a
+    model's own `predict`, which must follow its weights through training. Why not leave it to
+    TensorFlow: in float32 Grappler fuses Conv2D -> FusedBatchNorm -> ReLU by itself
+    (`keras_seg.layers.normalization`), but not in bfloat16, where oneDNN then runs every
+    BatchNorm as a primitive of its own over the activation. Depthwise, separable and
+    transposed convolutions keep their BatchNorm. Outputs equal `model(inputs,
+    training=False)` to the precision's round-off.
+    """
+    pairs = {id(bn): conv for bn, conv in _pairs_with_layers(model) if _calls_convolution_op(conv)}
+    convs = {id(conv): bn for bn, conv in _pairs_with_layers(model) if id(bn) in pairs}
+
+    def operation(op):
+        if id(op) in convs:
+            return _live_folded_conv(op, convs[id(op)])
+        if id(op) in pairs:
+            return lambda inputs, **kwargs: inputs
+        if isinstance(op, keras.Model) and hasattr(op, "_run_through_graph"):
+            return lambda inputs, **kwargs: run(op, inputs)
+        return keras_operation_fn(op, training=False)
+
+    def run(functional, inputs):
+        outputs = functional._run_through_graph(
+            functional._standardize_inputs(inputs), operation_fn=operation
+        )
+        return unpack_singleton(outputs)  # as Functional.call
+
+    return run(model, inputs)
+
+
+def _pairs_with_layers(model: keras.Model):
+    """(batch_norm, conv) for each pair in `foldable_pairs(model)`."""
+    pairs = foldable_pairs(model)
+    return [(layer, pairs[id(layer)]) for layer in walk_layers(model) if id(layer) in pairs]

@@ -16,6 +16,7 @@ from keras_seg.fold import foldable_pairs
 from keras_seg.fold import walk_layers
 from keras_seg.inference import Predictor
 from keras_seg.layers import FoldedBatchNorm
+from keras_seg.models.base import SegmentationModel
 from tests.helpers import random_images
 from tests.helpers import small_model
 
@@ -230,3 +231,114 @@ def test_a_mixed_precision_model_without_batch_norm_is_still_copied_to_float32()
         rtol=1e-5,
         atol=1e-4,
     )
+
+
+def _live_foldable(model) -> int:
+    """How many BatchNorms `live_folded_call` folds: those after a plain Conv2D."""
+    return sum(
+        isinstance(conv, keras.layers.Conv2D) and type(conv).call is keras.layers.Conv2D.call
+        for conv in foldable_pairs(model).values()
+    )
+
+
+@pytest.mark.parametrize("name", keras_seg.list_models())
+def test_a_models_own_predict_folds_live_and_gives_the_same_logits(name):
+    """Every builder returns a SegmentationModel whose predict_on_batch/predict run the
+    Conv2D -> BatchNorm pairs folded (no BatchNorm op left for them in the traced graph)."""
+    import tensorflow as tf
+
+    model = small_model(name)
+    assert isinstance(model, SegmentationModel)
+    randomize_batch_norm(model)
+    x = random_images(2, 64, 80)
+    want = model(x, training=False).numpy()
+    for got in (model.predict_on_batch(x), model.predict(x, batch_size=1, verbose=0)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    graph = (
+        tf.function(model.predict_step)
+        .get_concrete_function(tf.TensorSpec((2, 64, 80, 3)))
+        .graph
+    )
+    left = [op for op in graph.get_operations() if op.type == "FusedBatchNormV3"]
+    assert len(left) == len(batch_norms(model)) - _live_foldable(model)
+    if not name.startswith("fcn"):  # the FCNs' VGG has no BatchNorm
+        assert _live_foldable(model) > 0
+
+
+def test_a_models_predict_follows_its_training():
+    """Folded from the variables at each call, not a copy: after training steps change the
+    kernels and the moving statistics, predict equals the model's inference call again."""
+    model = small_model("unet", backbone="resnet18", base_filters=64, depth=4)
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    x = random_images(2, 64, 64)
+    y = np.random.default_rng(1).integers(0, 3, (2, 64, 64))
+    before = model.predict_on_batch(x)
+    for _ in range(3):
+        model.train_on_batch(x, y)
+    after = model.predict_on_batch(x)
+    want = model(x, training=False).numpy()
+    assert np.abs(after - before).max() > 1e-2 * np.abs(before).max()
+    np.testing.assert_allclose(after, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+_LOAD_AND_PREDICT = """
+import sys
+import keras, numpy as np
+import keras_seg  # registers keras_seg's classes
+model = keras.saving.load_model(sys.argv[1])
+print(type(model).__name__)
+np.save(sys.argv[3], model.predict_on_batch(np.load(sys.argv[2])))
+"""
+
+
+def test_a_saved_model_keeps_its_class_in_a_new_process(tmp_path):
+    model = small_model("deeplabv3plus")
+    randomize_batch_norm(model)
+    x = random_images(1, 64, 64)
+    model.save(tmp_path / "model.keras")
+    np.save(tmp_path / "x.npy", x)
+    (tmp_path / "load.py").write_text(_LOAD_AND_PREDICT)
+    args = [tmp_path / "load.py", tmp_path / "model.keras", tmp_path / "x.npy", tmp_path / "y.npy"]
+    run = subprocess.run(
+        [sys.executable, *map(str, args)], capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split()[-1] == "SegmentationModel"
+    want = model(x, training=False).numpy()
+    got = np.load(tmp_path / "y.npy")
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+_BF16_PREDICT = """
+import keras, numpy as np
+import keras_seg
+keras.mixed_precision.set_global_policy("mixed_bfloat16")
+model = keras_seg.build("unet", num_classes=3, backbone="resnet18", input_shape=(64, 64, 3))
+model.predict_on_batch(np.ones((1, 64, 64, 3), "float32"))
+"""
+
+
+def test_bfloat16_predict_runs_no_batchnorm_of_its_own(tmp_path):
+    """Why the live fold exists, in a new process: in bfloat16 TensorFlow leaves a BatchNorm
+    after a convolution to a oneDNN primitive of its own; a keras_seg model's predict has
+    none for U-Net ResNet-18 (every BatchNorm follows a Conv2D) and its convolutions carry
+    the ReLU. Checked where oneDNN runs bfloat16 convolutions (native bfloat16 CPUs)."""
+    (tmp_path / "predict.py").write_text(_BF16_PREDICT)
+    env = os.environ | {"ONEDNN_VERBOSE": "1", "TF_ENABLE_ONEDNN_OPTS": "1"}
+    run = subprocess.run(
+        [sys.executable, str(tmp_path / "predict.py")],
+        env=env | {"TF_CPP_MIN_LOG_LEVEL": "3"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    executed = [line for line in run.stdout.splitlines() if ",exec," in line]
+    convolutions = [line for line in executed if ",convolution," in line]
+    if not any("src:bf16" in line for line in convolutions):
+        pytest.skip("oneDNN runs no bfloat16 convolutions on this CPU")
+    assert [line for line in executed if ",batch_normalization," in line] == []
+    assert sum("eltwise_relu" in line for line in convolutions) >= 10

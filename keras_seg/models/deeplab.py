@@ -44,6 +44,7 @@ from keras_seg.layers import logits_head
 from keras_seg.layers import stride_safe
 from keras_seg.layers.aspp import ASPP_RATES
 from keras_seg.layers.aspp import aspp
+from keras_seg.models.base import SegmentationModel
 from keras_seg.registry import register_model
 
 DEFAULT_BACKBONE = "resnet50"
@@ -125,7 +126,7 @@ def _deeplab(
 
     inputs = keras.Input(input_shape, name="images")
     x = Normalize(spec.normalization, name="normalize")(inputs)
-    return keras.Model(inputs, stride_safe(x, output_stride, body), name=name)
+    return SegmentationModel(inputs, stride_safe(x, output_stride, body), name=name)
 
 
 @register_model("deeplabv3plus", small_config=_SMALL_PLUS)

@@ -31,6 +31,7 @@ from keras_seg.backbones.vgg import load_imagenet_vgg16
 from keras_seg.layers import Normalize
 from keras_seg.layers import stride_safe
 from keras_seg.layers.initializers import BilinearUpsampling
+from keras_seg.models.base import SegmentationModel
 from keras_seg.registry import register_model
 
 # name -> (skip features fused coarse to fine, as (skip name, pyramid level); final upsampling).
@@ -118,7 +119,7 @@ def _build_fcn(
             trainable=learn_final_upsampling,
         )
 
-    model = keras.Model(inputs, stride_safe(inputs, 32, body), name=variant)
+    model = SegmentationModel(inputs, stride_safe(inputs, 32, body), name=variant)
     if weights == "imagenet":
         # VGG16 convolutions and its fc1/fc2 reshaped into fc6/fc7, as the paper does.
         load_imagenet_vgg16(model, include_top=True)

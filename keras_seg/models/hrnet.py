@@ -29,6 +29,7 @@ from keras_seg.layers import ResizeToMatch
 from keras_seg.layers import conv_bn_act
 from keras_seg.layers import logits_head
 from keras_seg.layers import stride_safe
+from keras_seg.models.base import SegmentationModel
 from keras_seg.registry import register_model
 
 DEFAULT_BACKBONE = "hrnetv2_w48"
@@ -104,4 +105,4 @@ def hrnet(
 
     inputs = keras.Input(input_shape, name="images")
     x = Normalize(spec.normalization, name="normalize")(inputs)
-    return keras.Model(inputs, stride_safe(x, 32, body), name="hrnet")
+    return SegmentationModel(inputs, stride_safe(x, 32, body), name="hrnet")

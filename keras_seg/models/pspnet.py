@@ -43,6 +43,7 @@ from keras_seg.layers import conv_bn_act
 from keras_seg.layers import logits_head
 from keras_seg.layers import pyramid_pooling
 from keras_seg.layers.pooling import PYRAMID_BINS
+from keras_seg.models.base import SegmentationModel
 from keras_seg.registry import register_model
 
 DEFAULT_BACKBONE = "resnet50_torchvision"
@@ -161,4 +162,4 @@ def pspnet(
         key: CropToMatch(name=f"crop_{key}_to_input", dtype="float32")([y, x])
         for key, y in body(padded).items()
     }
-    return keras.Model(inputs, outputs if aux_head else outputs["logits"], name="pspnet")
+    return SegmentationModel(inputs, outputs if aux_head else outputs["logits"], name="pspnet")

@@ -41,6 +41,7 @@ from keras_seg.layers import Normalize
 from keras_seg.layers import ResizeToMatch
 from keras_seg.layers import conv_bn_act
 from keras_seg.layers import logits_head
+from keras_seg.models.base import SegmentationModel
 from keras_seg.registry import register_model
 
 LEVELS = ("P2", "P3", "P4", "P5")
@@ -124,4 +125,4 @@ def segformer(
         y = layers.Dropout(dropout, name="decoder_dropout")(y)
     logits = logits_head(y, num_classes)
     logits = ResizeToMatch(name="upsample_logits", dtype="float32")([logits, inputs])
-    return keras.Model(inputs, logits, name=f"segformer_{backbone}")
+    return SegmentationModel(inputs, logits, name=f"segformer_{backbone}")

@@ -30,6 +30,7 @@ from keras_seg.backbones.vgg import vgg_conv
 from keras_seg.layers import Normalize
 from keras_seg.layers import stride_safe
 from keras_seg.layers.unpooling import MaxUnpooling2D
+from keras_seg.models.base import SegmentationModel
 from keras_seg.registry import register_model
 
 
@@ -85,7 +86,7 @@ def segnet(
                     x = layers.Conv2D(num_classes, 3, padding="same", dtype="float32", name=name)(x)
         return x
 
-    model = keras.Model(inputs, stride_safe(inputs, 32, body), name="segnet")
+    model = SegmentationModel(inputs, stride_safe(inputs, 32, body), name="segnet")
     if weights == "imagenet":
         load_imagenet_vgg16(model)
     return model

@@ -34,6 +34,7 @@ from keras_seg.layers import Normalize
 from keras_seg.layers import conv_bn_act
 from keras_seg.layers import logits_head
 from keras_seg.layers import stride_safe
+from keras_seg.models.base import SegmentationModel
 from keras_seg.registry import register_model
 
 # Pyramid level concatenated at each decoder step of the backbone U-Net (coarse to fine);
@@ -177,7 +178,7 @@ def unet(
         def body(x):
             return _paper_body(x, num_classes, base_filters, depth, batch_norm, dropout)
 
-        return keras.Model(inputs, stride_safe(inputs, 2**depth, body), name="unet")
+        return SegmentationModel(inputs, stride_safe(inputs, 2**depth, body), name="unet")
 
     if (base_filters, depth) != (64, 4):
         raise ValueError(
@@ -212,4 +213,4 @@ def unet(
             center_block,
         )
 
-    return keras.Model(inputs, stride_safe(inputs, 32, body), name=f"unet_{backbone}")
+    return SegmentationModel(inputs, stride_safe(inputs, 32, body), name=f"unet_{backbone}")
