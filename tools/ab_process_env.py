@@ -18,7 +18,12 @@ times `train_on_batch` at `--size` batch `--batch`: the per-model A/B behind
         --candidate onednn TF_ENABLE_ONEDNN_OPTS=1 \\
         --output bench_results/ab_onednn_zoo/segnet_camvid.json
 
-`AB_PREDICTOR_FREEZE=1` in a candidate's environment runs `Predictor(model, freeze=True)`.
+`AB_PREDICTOR_FREEZE=1` in a candidate's environment runs `Predictor(model, freeze=True)`;
+`AB_KERAS_PREDICT=1` makes `infer` call Keras' own `predict_step` (the model's layers one by
+one) instead of `SegmentationModel`'s, which folds BatchNorm into the convolutions:
+    python tools/ab_process_env.py --row deeplabv3plus_resnet50 --phase infer \\
+        --precision bf16 --rounds 3 --steps 8 --warmup 3 --candidate keras AB_KERAS_PREDICT=1 \\
+        --candidate folded --output bench_results/ab_predict_fold_deeplabv3plus_bf16.json
 The environment variable `AB_KERAS_SGD=1` trains with Keras's own SGD instead of keras_seg's
 (`keras_seg.training.optimizers.SGD`), for the optimizer A/B in bench_results/perf.md.
 
@@ -53,6 +58,10 @@ from keras_seg.benchmarks.common import numpy_batch, peak_rss_mib
 from keras_seg.benchmarks.peers import ROWS, _build_keras, compile_like_peers
 job = json.loads(sys.argv[1])
 keras.utils.set_random_seed(0)
+keras.mixed_precision.set_global_policy("mixed_bfloat16" if job["precision"] == "bf16" else "float32")
+if os.environ.get("AB_KERAS_PREDICT") == "1":
+    from keras_seg.models.base import SegmentationModel
+    SegmentationModel.predict_step = keras.Model.predict_step
 if job["config"]:  # a zoo config's model, compiled as `keras-seg train` compiles it
     from keras_seg import runs
     from keras_seg.config import load_config
@@ -111,6 +120,7 @@ def main() -> int:
     p.add_argument("--size", type=int, default=256, help="--config's square crop")
     p.add_argument("--batch", type=int, default=2, help="--config's batch size")
     p.add_argument("--phase", choices=("train", "infer", "predictor"), default="train")
+    p.add_argument("--precision", choices=("float32", "bf16"), default="float32")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=4, help="timed calls per process")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls per process")
@@ -128,6 +138,7 @@ def main() -> int:
         {
             "row": args.row,
             "phase": args.phase,
+            "precision": args.precision,
             "steps": args.steps,
             "warmup": args.warmup,
             "config": args.config,
