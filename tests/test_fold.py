@@ -255,9 +255,7 @@ def test_a_models_own_predict_folds_live_and_gives_the_same_logits(name):
     for got in (model.predict_on_batch(x), model.predict(x, batch_size=1, verbose=0)):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
     graph = (
-        tf.function(model.predict_step)
-        .get_concrete_function(tf.TensorSpec((2, 64, 80, 3)))
-        .graph
+        tf.function(model.predict_step).get_concrete_function(tf.TensorSpec((2, 64, 80, 3))).graph
     )
     left = [op for op in graph.get_operations() if op.type == "FusedBatchNormV3"]
     assert len(left) == len(batch_norms(model)) - _live_foldable(model)
