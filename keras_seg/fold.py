@@ -222,8 +222,9 @@ def live_folded_call(model: keras.Model, inputs):
     transposed convolutions keep their BatchNorm. Outputs equal `model(inputs,
     training=False)` to the precision's round-off.
     """
-    pairs = {id(bn): conv for bn, conv in _pairs_with_layers(model) if _calls_convolution_op(conv)}
-    convs = {id(conv): bn for bn, conv in _pairs_with_layers(model) if id(bn) in pairs}
+    folded = [(bn, conv) for bn, conv in _pairs_with_layers(model) if _calls_convolution_op(conv)]
+    pairs = {id(bn): conv for bn, conv in folded}
+    convs = {id(conv): bn for bn, conv in folded}
 
     def operation(op):
         if id(op) in convs:
