@@ -85,13 +85,21 @@ def foldable_pairs(model: keras.Model) -> dict[int, keras.layers.Layer]:
     return pairs
 
 
+def _batch_norm_affine(bn: keras.layers.BatchNormalization, read):
+    """`bn`'s inference map as `(scale, shift)`, `y = x * scale + shift`, computed on
+    `read(variable)` (float64 arrays for the static copy, tensors for the live fold)."""
+    scale = 1.0 / (read(bn.moving_variance) + bn.epsilon) ** 0.5
+    if bn.scale:
+        scale = scale * read(bn.gamma)
+    shift = -read(bn.moving_mean) * scale
+    if bn.center:
+        shift = shift + read(bn.beta)
+    return scale, shift
+
+
 def _folded_weights(conv: keras.layers.Layer, bn: keras.layers.BatchNormalization):
     """The conv's kernel(s) and bias with `bn`'s affine map folded in (float64 arithmetic)."""
-    std = np.sqrt(np.asarray(bn.moving_variance, np.float64) + bn.epsilon)
-    scale = (np.asarray(bn.gamma, np.float64) if bn.scale else 1.0) / std
-    shift = -np.asarray(bn.moving_mean, np.float64) * scale
-    if bn.center:
-        shift = shift + np.asarray(bn.beta, np.float64)
+    scale, shift = _batch_norm_affine(bn, lambda v: np.asarray(v, np.float64))
     weights = [np.asarray(w, np.float64) for w in conv.get_weights()]
     bias = weights.pop() if conv.use_bias else 0.0
     if isinstance(conv, keras.layers.SeparableConv2D):
@@ -194,12 +202,7 @@ def _live_folded_conv(conv: keras.layers.Layer, bn: keras.layers.BatchNormalizat
     kernel-sized multiply on each call, beside the convolutions)."""
 
     def call(inputs, **kwargs):
-        scale = tf.math.rsqrt(tf.convert_to_tensor(bn.moving_variance) + bn.epsilon)
-        if bn.scale:
-            scale = scale * bn.gamma
-        shift = -bn.moving_mean * scale
-        if bn.center:
-            shift = shift + bn.beta
+        scale, shift = _batch_norm_affine(bn, tf.convert_to_tensor)
         if conv.use_bias:
             shift = shift + conv.bias * scale
         dtype = conv.compute_dtype

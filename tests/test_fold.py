@@ -194,17 +194,24 @@ def _policies(model: keras.Model) -> set[str]:
     }
 
 
-@pytest.mark.parametrize("name", keras_seg.list_models())
-def test_a_mixed_precision_model_folds_into_a_float32_copy(name):
-    # What the exports run for a model trained in mixed precision (the CPU default where the
-    # CPU has native bfloat16): every layer in float32, logits those of the float32 model
-    # with the same weights.
+def _mixed_and_float32(name: str) -> tuple[keras.Model, keras.Model]:
+    """`name`'s small model built under mixed_bfloat16 (random BatchNorm) and its float32
+    twin with the same weights."""
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     mixed = small_model(name)
     randomize_batch_norm(mixed)
     keras.mixed_precision.set_global_policy("float32")
     plain = small_model(name)
     plain.set_weights(mixed.get_weights())
+    return mixed, plain
+
+
+@pytest.mark.parametrize("name", keras_seg.list_models())
+def test_a_mixed_precision_model_folds_into_a_float32_copy(name):
+    # What the exports run for a model trained in mixed precision (the CPU default where the
+    # CPU has native bfloat16): every layer in float32, logits those of the float32 model
+    # with the same weights.
+    mixed, plain = _mixed_and_float32(name)
     assert "mixed_bfloat16" in _policies(mixed)
     copy = fold_batch_norm(mixed, dtype="float32")
     assert _policies(copy) == {"float32"}
@@ -268,12 +275,7 @@ def test_a_mixed_precision_models_folded_predict_is_as_close_to_float32_as_its_c
     """In bfloat16 the fold rounds differently (the folded kernel, not the kernel and then
     the normalisation); its logits are float32 and, on average, as close to the float32
     model's as those of the unfolded bfloat16 call (measured: 0.7-1.15x its mean error)."""
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    mixed = small_model(name)
-    randomize_batch_norm(mixed)
-    keras.mixed_precision.set_global_policy("float32")
-    plain = small_model(name)
-    plain.set_weights(mixed.get_weights())
+    mixed, plain = _mixed_and_float32(name)
     x = random_images(2, 64, 80)
     want = plain(x, training=False).numpy()
     predicted = mixed.predict_on_batch(x)
