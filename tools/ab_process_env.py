@@ -24,6 +24,11 @@ one) instead of `SegmentationModel`'s, which folds BatchNorm into the convolutio
     python tools/ab_process_env.py --row deeplabv3plus_resnet50 --phase infer \\
         --precision bf16 --rounds 3 --steps 8 --warmup 3 --candidate keras AB_KERAS_PREDICT=1 \\
         --candidate folded --output bench_results/ab_predict_fold_deeplabv3plus_bf16.json
+`AB_FLOAT32_LOGITS=1` computes the `logits` convolution in float32 (as before it followed
+the policy, see `keras_seg.layers.logits_head`):
+    python tools/ab_process_env.py --row unet_resnet34 --phase infer --precision bf16 \
+        --rounds 3 --steps 8 --warmup 3 --candidate float32 AB_FLOAT32_LOGITS=1 \
+        --candidate policy --output bench_results/ab_logits_bf16_unet_infer.json
 The environment variable `AB_KERAS_SGD=1` trains with Keras's own SGD instead of keras_seg's
 (`keras_seg.training.optimizers.SGD`), for the optimizer A/B in bench_results/perf.md.
 
@@ -80,6 +85,8 @@ if job["config"]:  # a zoo config's model, compiled as `keras-seg train` compile
 else:
     spec = ROWS[job["row"]]["keras_seg"]
     model = _build_keras({"library": "keras_seg", "spec": spec, "num_classes": 21})
+    if os.environ.get("AB_FLOAT32_LOGITS") == "1":  # the logits convolution as before #13
+        model.get_layer("logits").dtype_policy = "float32"
     if job["phase"] == "train":
         compile_like_peers(model, keras_seg_sgd=not os.environ.get("AB_KERAS_SGD"))
         x, y = numpy_batch(4, 256, 21, seed=1)

@@ -67,12 +67,21 @@ def conv_bn_act(
 
 
 def logits_head(x, num_classes: int, name: str = "logits", kernel_size: int = 1):
-    """Convolution (1x1 by default) to class logits, in float32 so mixed precision stays stable.
+    """Convolution (1x1 by default) to class logits.
+
+    It computes in the model's precision, as `torch.autocast` runs SMP's head: under a mixed
+    policy the logits come out in bfloat16/float16 and the float32 layer every builder ends
+    with (the crop or resize to the input size, see `stride_safe`) casts them, so the
+    model's output, softmax and loss are float32 (the Keras mixed-precision guide's float32
+    output layer). On the AMX Xeon the bfloat16 U-Net ResNet-34 with a float32 head took
+    0.072 s per `predict_on_batch` (512, batch 1) and 0.352 s per training step (256, batch
+    4), 0.066 and 0.337 s with this one (bench_results/ab_logits_bf16_unet_*.json), and
+    trained as well (`keras-seg benchmark precision`, bench_results/precision_amx*.json).
 
     Keras' default glorot_uniform kernel and zero bias are SMP's `initialize_head`
     (xavier_uniform, bias 0).
     """
-    return layers.Conv2D(num_classes, kernel_size, padding="same", dtype="float32", name=name)(x)
+    return layers.Conv2D(num_classes, kernel_size, padding="same", name=name)(x)
 
 
 def stride_safe(
@@ -82,13 +91,12 @@ def stride_safe(
 ) -> keras.KerasTensor:
     """Run `body` on `inputs` padded to a multiple of `stride`, then crop its output back.
 
-    `body` maps the padded image to logits at the padded resolution.
+    `body` maps the padded image to logits at the padded resolution. The crop is float32:
+    it is the model's output layer, where logits computed under a mixed policy become
+    float32.
     """
     padded = PadToMultiple(stride, name="pad_to_stride")(inputs) if stride > 1 else inputs
-    logits = body(padded)
-    if stride > 1:
-        logits = CropToMatch(name="crop_to_input", dtype="float32")([logits, inputs])
-    return logits
+    return CropToMatch(name="crop_to_input", dtype="float32")([body(padded), inputs])
 
 
 @keras.saving.register_keras_serializable(package="keras_seg")

@@ -57,13 +57,12 @@ def _upsample(x, num_classes: int, factor: int, name: str, trainable: bool = Tru
         use_bias=False,
         kernel_initializer=BilinearUpsampling(),
         trainable=trainable,
-        dtype="float32",
         name=name,
     )(x)
 
 
 def _score(x, num_classes: int, name: str):
-    return layers.Conv2D(num_classes, 1, dtype="float32", name=name)(x)
+    return layers.Conv2D(num_classes, 1, name=name)(x)
 
 
 def _build_fcn(
@@ -109,7 +108,7 @@ def _build_fcn(
         for skip, level in skips:
             score = _upsample(score, num_classes, 2, upscore_name)
             skip_score = _score(features[level], num_classes, f"score_{skip}")
-            score = layers.Add(dtype="float32", name=f"fuse_{skip}")([score, skip_score])
+            score = layers.Add(name=f"fuse_{skip}")([score, skip_score])
             upscore_name = f"upscore_{skip}"
         return _upsample(
             score,

@@ -10,7 +10,7 @@ prototxt (SegNet-Tutorial `segnet_train.prototxt`): each block upsamples with th
 indices of the matching encoder block (`MaxUnpooling2D`, no learned upsampling, no
 UpSampling2D), then runs 3x3 conv + BN + ReLU layers conv5_3_D ... conv1_2_D whose last one
 per block steps down to the next block's channels; conv1_1_D is a plain 3x3 convolution to
-the class logits (float32). With 11 classes (CamVid) this is 29.45M parameters (learnable;
+the class logits. With 11 classes (CamVid) this is 29.45M parameters (learnable;
 plus 15,872 BatchNorm moving statistics). The input is padded to a multiple of 32 inside the
 model so every pool sees even sizes, and the logits are cropped back.
 """
@@ -83,7 +83,7 @@ def segnet(
                 elif block > 1:
                     x = vgg_conv(x, channels[block - 2], name, batch_norm=True)
                 else:
-                    x = layers.Conv2D(num_classes, 3, padding="same", dtype="float32", name=name)(x)
+                    x = layers.Conv2D(num_classes, 3, padding="same", name=name)(x)
         return x
 
     model = SegmentationModel(inputs, stride_safe(inputs, 32, body), name="segnet")

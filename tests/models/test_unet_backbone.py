@@ -83,6 +83,8 @@ def test_mixed_bfloat16_keeps_float32_logits():
     model = small_unet("resnet34")
     assert all(v.dtype == "float32" for v in model.weights)
     assert model.get_layer("decoder1_1_conv").compute_dtype == "bfloat16"
+    assert model.get_layer("logits").compute_dtype == "bfloat16"  # as under torch.autocast
+    assert model.get_layer("crop_to_input").compute_dtype == "float32"
     out = model(random_images(1, 64, 64), training=False)
     assert out.dtype == tf.float32
     assert np.isfinite(out.numpy()).all()
