@@ -303,6 +303,43 @@ def test_a_models_predict_follows_its_training():
     np.testing.assert_allclose(after, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
 
 
+def _ops_in(concrete, op_type: str) -> int:
+    """How many `op_type` ops a concrete function runs, nested functions included."""
+    graph_def = concrete.graph.as_graph_def()
+    nodes = list(graph_def.node)
+    for function in graph_def.library.function:
+        nodes.extend(function.node_def)
+    return sum(node.op == op_type for node in nodes)
+
+
+def test_evaluate_runs_the_folded_forward_and_training_does_not():
+    """`test_step` (evaluate, fit's validation) folds as `predict_step` does; its loss is
+    the loss of `model(x, training=False)`; training and a plain call keep every BatchNorm."""
+    import tensorflow as tf
+
+    model = small_model("unet", backbone="resnet18", base_filters=64, depth=4)
+    randomize_batch_norm(model)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss=loss)
+    x = random_images(2, 64, 64)
+    y = np.random.default_rng(1).integers(0, 3, (2, 64, 64))
+    got = model.evaluate(x, y, batch_size=2, verbose=0)
+    want = float(loss(y, model(x, training=False)))
+    assert got == pytest.approx(want, rel=1e-4)
+    specs = (tf.TensorSpec((2, 64, 64, 3)), tf.TensorSpec((2, 64, 64), tf.int64))
+    folded = _live_foldable(model)
+    assert folded > 0
+    all_bn = len(batch_norms(model))
+    test_graph = tf.function(model.test_step).get_concrete_function(specs)
+    assert _ops_in(test_graph, "FusedBatchNormV3") == all_bn - folded
+    call = tf.function(lambda x: model(x, training=False)).get_concrete_function(specs[0])
+    assert _ops_in(call, "FusedBatchNormV3") == all_bn
+    train = tf.function(lambda x: model(x, training=True)).get_concrete_function(specs[0])
+    assert _ops_in(train, "FusedBatchNormV3") == all_bn
+    history = model.fit(x, y, batch_size=2, epochs=1, validation_data=(x, y), verbose=0)
+    assert np.isfinite(history.history["val_loss"][0])
+
+
 _LOAD_AND_PREDICT = """
 import sys
 import keras, numpy as np

@@ -1,9 +1,9 @@
 """`SegmentationModel`: the Functional model every keras_seg builder returns.
 
 It is `keras.Model(inputs, outputs)` (same layers, weights, config and training) with one
-change: `predict` / `predict_on_batch` run each Conv2D -> BatchNorm pair as one convolution
-folded from the current weights (`keras_seg.fold.live_folded_call`), which TensorFlow fuses
-with its ReLU. That matters in bfloat16, where Grappler leaves every BatchNorm to run as an
+change: `predict` / `predict_on_batch`, `evaluate` and `fit`'s validation run each Conv2D ->
+BatchNorm pair as one convolution folded from the current weights
+(`keras_seg.fold.live_folded_call`), which TensorFlow fuses with its ReLU. That matters in bfloat16, where Grappler leaves every BatchNorm to run as an
 op of its own; in float32 Grappler fuses the pair itself.
 Measured on the 2-core AMX Xeon (2026-12-02): see `bench_results/perf.md`,
 "A model's own predict folds BatchNorm".
@@ -23,7 +23,8 @@ from keras_seg.fold import live_folded_call
 
 @keras.saving.register_keras_serializable(package="keras_seg")
 class SegmentationModel(keras.Model):
-    """A Functional `keras.Model` whose `predict_step` folds BatchNorm into the convolutions.
+    """A Functional `keras.Model` whose `predict_step` and `test_step` fold BatchNorm into the
+    convolutions.
 
     Build it as `keras.Model`: `SegmentationModel(inputs, outputs, name=...)`. Saved `.keras`
     files keep the class (`keras_seg` must be imported to load them, as for its layers).
@@ -32,6 +33,20 @@ class SegmentationModel(keras.Model):
     def predict_step(self, data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         return live_folded_call(self, x)
+
+    def test_step(self, data):
+        """Keras' `test_step` (loss, metrics) with the forward pass folded as `predict_step`'s:
+        `evaluate` and `fit`'s validation run the folded convolutions too."""
+        self._fold_inference_calls = True  # read by `call` while Keras traces the step
+        try:
+            return super().test_step(data)
+        finally:
+            self._fold_inference_calls = False
+
+    def call(self, inputs, training=None, mask=None):
+        if getattr(self, "_fold_inference_calls", False) and not training:
+            return live_folded_call(self, inputs)
+        return super().call(inputs, training=training, mask=mask)
 
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
         """`keras.Model.predict`; for one in-memory array (NumPy or an eager tensor) without
