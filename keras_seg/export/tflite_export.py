@@ -241,11 +241,6 @@ def tflite(
     return path
 
 
-def op_names(model: bytes | str | Path) -> list[str]:
-    """Sorted operator names of a TFLite model (e.g. CONV_2D; Flex*/CUSTOM are not builtin)."""
-    return sorted({op["op_name"] for op in _interpreter(model)._get_ops_details()})
-
-
 def _schema():
     try:
         from ai_edge_litert import schema_py_generated as schema
@@ -273,11 +268,14 @@ def _root(model: bytes | str | Path, schema):
     return schema.Model.GetRootAs(content, 0)
 
 
-def operator_codes(model: bytes | str | Path) -> list[str]:
-    """Sorted operator names in a TFLite file's op-code table, read from the flatbuffer.
+def op_names(model: bytes | str | Path) -> list[str]:
+    """Sorted operator names in a TFLite file's op-code table, read from the flatbuffer
+    (e.g. CONV_2D).
 
-    Needs no interpreter, so it also reads files whose custom ops this runtime lacks. A
-    custom operator (Flex ops included) reads `CUSTOM:<its code>`, e.g. `CUSTOM:FlexConv2D`.
+    Needs no interpreter, so it also reads files whose custom ops this runtime lacks, and
+    names what the file holds, not what an interpreter's delegate (XNNPACK) made of it (its
+    op list reads DELEGATE for the nodes it took). A custom operator (Flex ops included)
+    reads `CUSTOM:<its code>`, e.g. `CUSTOM:FlexConv2D`.
     """
     schema = _schema()
     return sorted(set(_op_code_names(_root(model, schema), schema)))
@@ -305,7 +303,7 @@ def operators(model: bytes | str | Path) -> list[tuple[str, str]]:
 
 def non_builtin_ops(model: bytes | str | Path) -> list[str]:
     """The custom operators (Flex included) a TFLite file needs; empty for builtin ops only."""
-    return [op for op in operator_codes(model) if op.startswith("CUSTOM")]
+    return [op for op in op_names(model) if op.startswith("CUSTOM")]
 
 
 def _interpreter(model: bytes | str | Path, num_threads: int | None = None):
