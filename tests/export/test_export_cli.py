@@ -29,7 +29,8 @@ def test_int8_tflite_from_a_run_directory_is_described_and_checked(trained, tmp_
     assert "input  images: uint8 [1x64x64x3] scale=1 zero_point=0" in text
     assert "output class_map: int32 [1x64x64]" in text
     assert "output probabilities: float32 [1x64x64x5]" in text
-    assert "operators: " in text and "Flex" not in text
+    assert "operators: " in text and "CONV_2D" in text
+    assert "CUSTOM" not in text and "DELEGATE" not in text
     agreement = float(re.search(r"agree on ([\d.]+)% of pixels", text).group(1))
     assert agreement >= 95.0, text
     assert re.search(r"mIoU Keras [\d.]+ / export [\d.]+", text)
