@@ -3,8 +3,9 @@
 It is `keras.Model(inputs, outputs)` (same layers, weights, config and training) with one
 change: `predict` / `predict_on_batch`, `evaluate` and `fit`'s validation run each Conv2D ->
 BatchNorm pair as one convolution folded from the current weights
-(`keras_seg.fold.live_folded_call`), which TensorFlow fuses with its ReLU. That matters in bfloat16, where Grappler leaves every BatchNorm to run as an
-op of its own; in float32 Grappler fuses the pair itself.
+(`keras_seg.fold.live_folded_call`), which TensorFlow fuses with its ReLU. That matters in
+bfloat16, where Grappler leaves every BatchNorm to run as an op of its own; in float32
+Grappler fuses the pair itself.
 Measured on the 2-core AMX Xeon (2026-12-02): see `bench_results/perf.md`,
 "A model's own predict folds BatchNorm".
 
