@@ -196,6 +196,28 @@ def _calls_convolution_op(conv: keras.layers.Layer) -> bool:
     return isinstance(conv, keras.layers.Conv2D) and type(conv).call is keras.layers.Conv2D.call
 
 
+# Compute dtypes whose folded kernels wait for their layer's input. TensorFlow runs an op as
+# soon as its inputs exist, so the kernel-sized products of variables alone all ran when the
+# call started and each folded kernel stayed allocated until its convolution ran: in float32
+# a second copy of the weights at the activations' peak. Deferred, at 512 float32 (AMX Xeon,
+# 2026-12-03, tools/ab_process_env.py; bench_results/perf.md, "Folded kernels wait"): peak
+# RSS DeepLabV3+ ResNet-50 batch 4 1590 -> 1495 MiB (1.177 -> 1.183 s a call), U-Net
+# ResNet-34 batch 1 990 -> 950 MiB (0.302 -> 0.282 s). In bfloat16 the copies are half the
+# size and the multiply, then on the convolutions' path, made U-Net ResNet-34 at batch 1 11%
+# slower (0.087 -> 0.097 s), so there the folds keep running early.
+DEFERRED_FOLD_DTYPES = frozenset({"float32"})
+
+
+def _start_of(inputs: tf.Tensor) -> tf.Tensor:
+    """The tensor a layer's folded kernel waits for: its input, or the input of the `Pad`
+    that made it. oneDNN's graph pass merges a Pad into the convolution it feeds
+    (`_MklPadWithConv2D`) and gives the merged op the Pad's control edges, so a fold waiting
+    for the Pad itself would wait for its own convolution: a cycle, which TensorFlow refuses."""
+    while inputs.op.type in ("Pad", "PadV2"):
+        inputs = inputs.op.inputs[0]
+    return inputs
+
+
 def _live_folded_conv(conv: keras.layers.Layer, bn: keras.layers.BatchNormalization):
     """`x -> bn(conv(x))` in inference as one convolution with a bias, folded from the
     variables' values at this call (so it follows training; TensorFlow's graph does the
@@ -206,7 +228,11 @@ def _live_folded_conv(conv: keras.layers.Layer, bn: keras.layers.BatchNormalizat
         if conv.use_bias:
             shift = shift + conv.bias * scale
         dtype = conv.compute_dtype
-        outputs = conv.convolution_op(tf.cast(inputs, dtype), tf.cast(conv.kernel * scale, dtype))
+        kernel = tf.convert_to_tensor(conv.kernel)  # the read outside: no copy, no wait
+        waits = [_start_of(inputs)] if dtype in DEFERRED_FOLD_DTYPES else []
+        with tf.control_dependencies(waits):
+            kernel = tf.cast(kernel * scale, dtype)
+        outputs = conv.convolution_op(tf.cast(inputs, dtype), kernel)
         # BiasAdd (not Keras' AddV2): the op Grappler fuses into the convolution.
         return tf.nn.bias_add(outputs, tf.cast(shift, dtype))
 

@@ -303,6 +303,40 @@ def test_a_models_predict_follows_its_training():
     np.testing.assert_allclose(after, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
 
 
+def _fold_products(model):
+    """The kernel-sized `Mul`s of a model's traced predict_step: one per folded kernel."""
+    import tensorflow as tf
+
+    spec = tf.TensorSpec((1, 64, 64, 3))
+    graph = tf.function(model.predict_step).get_concrete_function(spec).graph
+    return [
+        op
+        for op in graph.get_operations()
+        if op.type == "Mul"
+        and op.outputs[0].shape.rank == 4
+        and any(i.op.type == "ReadVariableOp" for i in op.inputs)
+    ]
+
+
+def test_float32_folded_kernels_wait_for_their_layers_input_and_bfloat16_ones_do_not():
+    """Computed at the call's start, every float32 folded kernel stayed allocated until its
+    convolution ran (a second copy of the weights at the activations' peak); deferred, each
+    waits for its layer's input, or for the input of the Pad before it (oneDNN merges the Pad
+    into the convolution, so waiting on the Pad would be a cycle: predict would fail)."""
+    model = small_model("unet", backbone="resnet18", base_filters=64, depth=4)
+    products = _fold_products(model)
+    assert len(products) == _live_foldable(model) > 0
+    for op in products:
+        assert [c.type for c in op.control_inputs] not in ([], ["Pad"]), op.name
+    x = random_images(1, 64, 64)
+    want = model(x, training=False).numpy()
+    np.testing.assert_allclose(
+        model.predict_on_batch(x), want, rtol=1e-4, atol=1e-4 * np.abs(want).max()
+    )
+    mixed, _ = _mixed_and_float32("unet")
+    assert all(not op.control_inputs for op in _fold_products(mixed))
+
+
 def _ops_in(concrete, op_type: str) -> int:
     """How many `op_type` ops a concrete function runs, nested functions included."""
     graph_def = concrete.graph.as_graph_def()

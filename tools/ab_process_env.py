@@ -29,6 +29,11 @@ the policy, see `keras_seg.layers.logits_head`):
     python tools/ab_process_env.py --row unet_resnet34 --phase infer --precision bf16 \
         --rounds 3 --steps 8 --warmup 3 --candidate float32 AB_FLOAT32_LOGITS=1 \
         --candidate policy --output bench_results/ab_logits_bf16_unet_infer.json
+`AB_FOLD_EARLY=1` computes every folded kernel of a model's own predict at the start of the
+call (as before #13's memory work; see `keras_seg.fold.DEFERRED_FOLD_DTYPES`):
+    python tools/ab_process_env.py --row deeplabv3plus_resnet50 --phase infer --batch 4 \
+        --rounds 3 --steps 3 --warmup 2 --candidate early AB_FOLD_EARLY=1 \
+        --candidate deferred --output bench_results/ab_fold_deferred_deeplabv3plus_bs4.json
 The environment variable `AB_KERAS_SGD=1` trains with Keras's own SGD instead of keras_seg's
 (`keras_seg.training.optimizers.SGD`), for the optimizer A/B in bench_results/perf.md.
 
@@ -67,6 +72,9 @@ keras.mixed_precision.set_global_policy("mixed_bfloat16" if job["precision"] == 
 if os.environ.get("AB_KERAS_PREDICT") == "1":
     from keras_seg.models.base import SegmentationModel
     SegmentationModel.predict_step = keras.Model.predict_step
+if os.environ.get("AB_FOLD_EARLY") == "1":  # every folded kernel computed at the call's start
+    import keras_seg.fold
+    keras_seg.fold.DEFERRED_FOLD_DTYPES = frozenset()
 if job["config"]:  # a zoo config's model, compiled as `keras-seg train` compiles it
     from keras_seg import runs
     from keras_seg.config import load_config
@@ -77,7 +85,7 @@ if job["config"]:  # a zoo config's model, compiled as `keras-seg train` compile
     info = runs.ClassInfo(cfg.model.num_classes, (), None)
     model = runs.build_model(cfg)
     _, targets = compile_for_training(cfg, model, info, None)
-    x, y = numpy_batch(job["batch"], job["size"], cfg.model.num_classes, seed=1)
+    x, y = numpy_batch(job["batch"] or 2, job["size"], cfg.model.num_classes, seed=1)
     x = x[..., : cfg.model.input_channels]
     if targets:  # deep supervision (pspnet's aux_head): one mask per output
         x, y = targets(x, y)
@@ -100,7 +108,7 @@ else:
         setup = time.perf_counter() - setup
         call = lambda: predictor.logits(x)
     else:
-        x, _ = numpy_batch(1, 512, 21, seed=1)
+        x, _ = numpy_batch(job["batch"] or 1, 512, 21, seed=1)
         call = lambda: model.predict_on_batch(x)
 for _ in range(job["warmup"]):
     call()
@@ -125,7 +133,7 @@ def main() -> int:
         "`keras-seg train` compiles it, trained with train_on_batch at --size batch --batch",
     )
     p.add_argument("--size", type=int, default=256, help="--config's square crop")
-    p.add_argument("--batch", type=int, default=2, help="--config's batch size")
+    p.add_argument("--batch", type=int, help="--config's batch size (2), or `infer`'s (1) at 512")
     p.add_argument("--phase", choices=("train", "infer", "predictor"), default="train")
     p.add_argument("--precision", choices=("float32", "bf16"), default="float32")
     p.add_argument("--rounds", type=int, default=3)
