@@ -229,7 +229,9 @@ def _live_folded_conv(conv: keras.layers.Layer, bn: keras.layers.BatchNormalizat
             shift = shift + conv.bias * scale
         dtype = conv.compute_dtype
         kernel = tf.convert_to_tensor(conv.kernel)  # the read outside: no copy, no wait
-        waits = [_start_of(inputs)] if dtype in DEFERRED_FOLD_DTYPES else []
+        # Eagerly (run_eagerly) every op runs in order anyway.
+        deferred = dtype in DEFERRED_FOLD_DTYPES and not tf.executing_eagerly()
+        waits = [_start_of(inputs)] if deferred else []
         with tf.control_dependencies(waits):
             kernel = tf.cast(kernel * scale, dtype)
         outputs = conv.convolution_op(tf.cast(inputs, dtype), kernel)
