@@ -228,12 +228,14 @@ def _live_folded_conv(conv: keras.layers.Layer, bn: keras.layers.BatchNormalizat
         if conv.use_bias:
             shift = shift + conv.bias * scale
         dtype = conv.compute_dtype
-        kernel = tf.convert_to_tensor(conv.kernel)  # the read outside: no copy, no wait
+        # The read outside the wait (no copy). Inside a model's `__call__` (test_step) Keras
+        # autocasts the read to the compute dtype, so the product is taken in scale's.
+        kernel = tf.convert_to_tensor(conv.kernel)
         # Eagerly (run_eagerly) every op runs in order anyway.
         deferred = dtype in DEFERRED_FOLD_DTYPES and not tf.executing_eagerly()
         waits = [_start_of(inputs)] if deferred else []
         with tf.control_dependencies(waits):
-            kernel = tf.cast(kernel * scale, dtype)
+            kernel = tf.cast(tf.cast(kernel, scale.dtype) * scale, dtype)
         outputs = conv.convolution_op(tf.cast(inputs, dtype), kernel)
         # BiasAdd (not Keras' AddV2): the op Grappler fuses into the convolution.
         return tf.nn.bias_add(outputs, tf.cast(shift, dtype))

@@ -303,6 +303,21 @@ def test_a_models_predict_follows_its_training():
     np.testing.assert_allclose(after, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
 
 
+def test_a_mixed_precision_models_evaluate_runs_folded():
+    """Inside the model's `__call__` (evaluate's test_step) Keras reads the kernels in the
+    compute dtype; the fold still multiplies in float32 (it failed with a bfloat16 x float32
+    `Mul` before) and evaluate's loss is that of the model's bfloat16 inference call."""
+    mixed, _ = _mixed_and_float32("unet")
+    assert _live_foldable(mixed) > 0
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    mixed.compile(optimizer=keras.optimizers.SGD(0.01), loss=loss)
+    x = random_images(2, 64, 64)
+    y = np.random.default_rng(1).integers(0, 3, (2, 64, 64))
+    got = mixed.evaluate(x, y, batch_size=2, verbose=0)
+    want = float(loss(y, mixed(x, training=False)))
+    assert got == pytest.approx(want, rel=2e-2)
+
+
 def _fold_products(model):
     """The kernel-sized `Mul`s of a model's traced predict_step: one per folded kernel."""
     import tensorflow as tf
