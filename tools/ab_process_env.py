@@ -4,8 +4,8 @@ peers`: each sample is a fresh process, the candidates alternate (A, B, A, B, ..
 report gives per candidate the median step time and the median peak RSS.
 
 Each process builds the row's keras_seg model, runs `--warmup` untimed calls of the user
-path (`train_on_batch` at 256 batch 4 for `train`, `predict_on_batch` at 512 batch 1 for
-`infer`, `keras_seg.inference.Predictor(model).logits` at 512 batch 1 for `predictor`, with
+path (`train_on_batch` at 256 batch 4 for `train`, `predict_on_batch` at 512 batch 1 (or
+`--batch`) for `infer`, `keras_seg.inference.Predictor(model).logits` at 512 batch 1 for `predictor`, with
 the time of `Predictor()` and its first call as `setup_s`), times `--steps` more and
 reports its peak RSS.
 
