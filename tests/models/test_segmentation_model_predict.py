@@ -40,6 +40,24 @@ def test_predict_on_an_array_equals_keras_with_a_partial_last_batch(no_array_pip
     assert model.predict_function.experimental_get_tracing_count() == 1
 
 
+def test_predict_on_batch_traces_once_for_every_batch_size():
+    model = small_model("unet")
+    x = random_images(4, 48, 40)
+    want = model(x, training=False).numpy()
+    got = [model.predict_on_batch(x[:1]), model.predict_on_batch(x)]
+    assert model.predict_function.experimental_get_tracing_count() == 1
+    np.testing.assert_allclose(got[1], want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got[0], want[:1], rtol=1e-5, atol=1e-5)
+    pixels = np.round(x).astype(np.uint8)  # a dtype of its own: one more trace, same results
+    np.testing.assert_allclose(
+        model.predict_on_batch(pixels),
+        model.predict_on_batch(pixels.astype(np.float32)),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    assert model.predict_function.experimental_get_tracing_count() == 2
+
+
 def test_predict_equals_keras_for_float64_uint8_and_tensor_inputs(no_array_pipeline):
     model = small_model("unet")
     x = random_images(3, 32, 32)
