@@ -116,7 +116,8 @@ class SegmentationModel(keras.Model):
             )
 
     def _predicts_array_here(self, x, steps, callbacks) -> bool:
-        """Whether `predict` slices `x` itself (see `predict`)."""
+        """Whether `predict` slices `x` itself (see `predict`), and `predict_on_batch`
+        traces it for every batch size."""
         return (
             steps is None
             and callbacks is None
