@@ -34,6 +34,11 @@ call (as before #13's memory work; see `keras_seg.fold.DEFERRED_FOLD_DTYPES`):
     python tools/ab_process_env.py --row deeplabv3plus_resnet50 --phase infer --batch 4 \
         --rounds 3 --steps 3 --warmup 2 --candidate early AB_FOLD_EARLY=1 \
         --candidate deferred --output bench_results/ab_fold_deferred_deeplabv3plus_bs4.json
+`AB_KEEP_BUILD_GARBAGE=1` skips the garbage collection at the end of `keras_seg.build` (the
+discarded backbone of the atrous surgery then waits for Python's collector):
+    python tools/ab_process_env.py --row deeplabv3plus_resnet50 --phase infer --batch 4 \
+        --rounds 3 --steps 3 --warmup 2 --candidate kept AB_KEEP_BUILD_GARBAGE=1 \
+        --candidate collected --output bench_results/ab_build_gc_deeplabv3plus_bs4.json
 The environment variable `AB_KERAS_SGD=1` trains with Keras's own SGD instead of keras_seg's
 (`keras_seg.training.optimizers.SGD`), for the optimizer A/B in bench_results/perf.md.
 
@@ -75,6 +80,9 @@ if os.environ.get("AB_KERAS_PREDICT") == "1":
 if os.environ.get("AB_FOLD_EARLY") == "1":  # every folded kernel computed at the call's start
     import keras_seg.fold
     keras_seg.fold.DEFERRED_FOLD_DTYPES = frozenset()
+if os.environ.get("AB_KEEP_BUILD_GARBAGE") == "1":  # build() without its gc.collect()
+    import keras_seg.registry
+    keras_seg.registry._without_build_garbage = lambda model: model
 if job["config"]:  # a zoo config's model, compiled as `keras-seg train` compiles it
     from keras_seg import runs
     from keras_seg.config import load_config
