@@ -39,6 +39,11 @@ discarded backbone of the atrous surgery then waits for Python's collector):
     python tools/ab_process_env.py --row deeplabv3plus_resnet50 --phase infer --batch 4 \
         --rounds 3 --steps 3 --warmup 2 --candidate kept AB_KEEP_BUILD_GARBAGE=1 \
         --candidate collected --output bench_results/ab_build_gc_deeplabv3plus_bs4.json
+`AB_COPY_OUTPUT=1` copies `predict_on_batch`'s output as Keras' does (`Tensor.numpy()`; the
+model's own returns a read-only view of the tensor):
+    python tools/ab_process_env.py --row deeplabv3plus_resnet50 --phase infer --batch 4 \
+        --rounds 3 --steps 3 --warmup 2 --candidate copy AB_COPY_OUTPUT=1 \
+        --candidate view --output bench_results/ab_output_view_deeplabv3plus_bs4.json
 The environment variable `AB_KERAS_SGD=1` trains with Keras's own SGD instead of keras_seg's
 (`keras_seg.training.optimizers.SGD`), for the optimizer A/B in bench_results/perf.md.
 
@@ -118,6 +123,8 @@ else:
     else:
         x, _ = numpy_batch(job["batch"] or 1, 512, 21, seed=1)
         call = lambda: model.predict_on_batch(x)
+        if os.environ.get("AB_COPY_OUTPUT") == "1":  # as Keras' own, whose Tensor.numpy() copies
+            call = lambda: model.predict_on_batch(x).copy()
 for _ in range(job["warmup"]):
     call()
 times = []

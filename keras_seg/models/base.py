@@ -83,17 +83,20 @@ class SegmentationModel(keras.Model):
         for step, start in enumerate(starts):
             progress.on_predict_batch_begin(step)
             batch = self.predict_function([(x[start : start + batch_size],)])
-            outputs.append(keras.tree.map_structure(lambda t: t.numpy(), batch))
+            # Views of the output tensors; the result below is the one copy (`np.asarray`
+            # shares the buffer, `Tensor.numpy()` would copy every batch once more).
+            outputs.append(keras.tree.map_structure(np.asarray, batch))
             progress.on_predict_batch_end(step)
             if self.stop_predicting:
                 break
         progress.on_predict_end()
         if len(outputs) == 1:
-            return outputs[0]
+            return keras.tree.map_structure(np.array, outputs[0])
         return keras.tree.map_structure(lambda *parts: np.concatenate(parts), *outputs)
 
     def predict_on_batch(self, x):
-        """`keras.Model.predict_on_batch`, with one trace for every batch size of an array.
+        """`keras.Model.predict_on_batch`, with one trace for every batch size of an array,
+        returning read-only views of the output tensors instead of copies.
 
         Keras traces its predict function for the first batch's shape and once more,
         relaxed, when the size changes (both graphs stay); traced here with an unknown batch
@@ -101,10 +104,19 @@ class SegmentationModel(keras.Model):
         of DeepLabV3+ ResNet-50 float32 at 512, 5 calls at batch 1 then 5 at batch 4, did
         not measurably change: 1516 / 1540 / 1515 MiB before, 1553 / 1542 / 1519 after,
         alternating, one-off script, AMX Xeon, 2026-12-03.)
+
+        Keras returns `tensor.numpy()`, which TensorFlow copies (tensors are immutable), so
+        the logits existed twice at the end of every call: 84 MiB more at DeepLabV3+ 512
+        batch 4 with 21 classes, the process's peak RSS (bench_results/perf.md, "The output
+        copy of `predict_on_batch`"). Here the arrays share the output tensor's buffer and are
+        read-only (writing raises NumPy's "assignment destination is read-only"); `.copy()`
+        one to write to it. `predict` still returns writable arrays of its own. Inputs that
+        are not one array (see `_predicts_array_here`) take Keras' path and get its copies.
         """
-        if self._predicts_array_here(x, None, None):
-            self._trace_for_every_batch_size(x)
-        return super().predict_on_batch(x)
+        if not self._predicts_array_here(x, None, None):
+            return super().predict_on_batch(x)
+        self._trace_for_every_batch_size(x)
+        return keras.tree.map_structure(np.asarray, self.predict_function([(x,)]))
 
     def _trace_for_every_batch_size(self, x) -> None:
         """Trace `predict_function` for `x`'s shape with an unknown batch dimension (the

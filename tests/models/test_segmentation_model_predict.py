@@ -58,6 +58,23 @@ def test_predict_on_batch_traces_once_for_every_batch_size():
     assert model.predict_function.experimental_get_tracing_count() == 2
 
 
+def test_predict_on_batch_returns_read_only_views_that_later_calls_leave_alone():
+    model = small_model("unet")
+    x = random_images(4, 32, 32)
+    want = model(x, training=False).numpy()
+    first = model.predict_on_batch(x[:2])
+    assert not first.flags.owndata and not first.flags.writeable  # the tensor's own buffer
+    with pytest.raises(ValueError, match="read-only"):
+        first[0, 0, 0, 0] = 0.0
+    second = model.predict_on_batch(x[2:])  # must not reuse the buffer `first` still views
+    np.testing.assert_allclose(first, want[:2], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(second, want[2:], rtol=1e-5, atol=1e-5)
+    for batch_size in (4, 3):  # one batch, then a concatenation: arrays of their own
+        got = model.predict(x, batch_size=batch_size, verbose=0)
+        assert got.flags.owndata and got.flags.writeable
+        got[0, 0, 0, 0] = 0.0
+
+
 def test_predict_equals_keras_for_float64_uint8_and_tensor_inputs(no_array_pipeline):
     model = small_model("unet")
     x = random_images(3, 32, 32)
