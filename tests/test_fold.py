@@ -303,13 +303,16 @@ def test_a_models_predict_follows_its_training():
     np.testing.assert_allclose(after, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
 
 
-def _evaluate_and_call_loss(model) -> tuple[float, float]:
-    """(`evaluate`'s loss, the loss of `model(x, training=False)`) on one random batch, the
+def _labelled_batch() -> tuple[np.ndarray, np.ndarray]:
+    """Two random 64x64 images and 3-class masks."""
+    return random_images(2, 64, 64), np.random.default_rng(1).integers(0, 3, (2, 64, 64))
+
+
+def _evaluate_and_call_loss(model, x, y) -> tuple[float, float]:
+    """(`evaluate`'s loss, the loss of `model(x, training=False)`) on the batch `x, y`, the
     model compiled with cross-entropy and SGD."""
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     model.compile(optimizer=keras.optimizers.SGD(0.01), loss=loss)
-    x = random_images(2, 64, 64)
-    y = np.random.default_rng(1).integers(0, 3, (2, 64, 64))
     got = model.evaluate(x, y, batch_size=2, verbose=0)
     return got, float(loss(y, model(x, training=False)))
 
@@ -320,7 +323,7 @@ def test_a_mixed_precision_models_evaluate_runs_folded():
     `Mul` before) and evaluate's loss is that of the model's bfloat16 inference call."""
     mixed, _ = _mixed_and_float32("unet")
     assert _live_foldable(mixed) > 0
-    got, want = _evaluate_and_call_loss(mixed)
+    got, want = _evaluate_and_call_loss(mixed, *_labelled_batch())
     assert got == pytest.approx(want, rel=2e-2)
 
 
@@ -374,10 +377,9 @@ def test_evaluate_runs_the_folded_forward_and_training_does_not():
 
     model = small_model("unet", backbone="resnet18", base_filters=64, depth=4)
     randomize_batch_norm(model)
-    got, want = _evaluate_and_call_loss(model)
+    x, y = _labelled_batch()
+    got, want = _evaluate_and_call_loss(model, x, y)
     assert got == pytest.approx(want, rel=1e-4)
-    x = random_images(2, 64, 64)
-    y = np.random.default_rng(1).integers(0, 3, (2, 64, 64))
     specs = (tf.TensorSpec((2, 64, 64, 3)), tf.TensorSpec((2, 64, 64), tf.int64))
     folded = _live_foldable(model)
     assert folded > 0
