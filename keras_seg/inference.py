@@ -45,6 +45,7 @@ from keras_seg.runs import class_info
 from keras_seg.runs import eval_settings
 from keras_seg.runs import load_run
 from keras_seg.runs import load_split
+from keras_seg.tracing import ExactShapes
 
 
 class Predictor:
@@ -100,8 +101,9 @@ class Predictor:
         self.float32_copy = bool(self.emulated_policies)
         dtype = "float32" if self.float32_copy else None
         run = inference_model(model, dtype) if fold or self.float32_copy else model
-        # One tf.function for every input size (reduce_retracing keeps the traces few).
-        self._forward = tf.function(lambda x: run(x, training=False), reduce_retracing=True)
+        # Traced for each input size, the first few exactly (keras_seg.tracing: Grappler
+        # fuses more with known shapes), the rest through one relaxed trace.
+        self._forward = ExactShapes(lambda x: run(x, training=False))
         self.frozen = freeze and run is not model and self._freeze()
 
     def _freeze(self) -> bool:
@@ -114,7 +116,8 @@ class Predictor:
 
         spec = tf.TensorSpec([None, None, None, self.channels], tf.float32)
         try:
-            frozen = convert_variables_to_constants_v2(self._forward.get_concrete_function(spec))
+            concrete = self._forward.relaxed.get_concrete_function(spec)
+            frozen = convert_variables_to_constants_v2(concrete)
         except (ValueError, TypeError, NotImplementedError) as error:
             warnings.warn(
                 f"{self.model.name!r} not frozen for inference ({type(error).__name__}: "

@@ -44,6 +44,11 @@ model's own returns a read-only view of the tensor):
     python tools/ab_process_env.py --row deeplabv3plus_resnet50 --phase infer --batch 4 \
         --rounds 3 --steps 3 --warmup 2 --candidate copy AB_COPY_OUTPUT=1 \
         --candidate view --output bench_results/ab_output_view_deeplabv3plus_bs4.json
+`AB_RELAXED_PREDICT=1` runs `predict_on_batch` through Keras' relaxed predict function (an
+unknown batch dimension, as before `keras_seg.tracing`) instead of the exact-shape traces:
+    python tools/ab_process_env.py --row deeplabv3plus_resnet50 --phase infer \
+        --precision bf16 --rounds 4 --steps 6 --warmup 3 --candidate relaxed \
+        AB_RELAXED_PREDICT=1 --candidate exact --output bench_results/ab_exact_shapes_deeplabv3plus_bf16.json
 The environment variable `AB_KERAS_SGD=1` trains with Keras's own SGD instead of keras_seg's
 (`keras_seg.training.optimizers.SGD`), for the optimizer A/B in bench_results/perf.md.
 
@@ -85,6 +90,9 @@ if os.environ.get("AB_KERAS_PREDICT") == "1":
 if os.environ.get("AB_FOLD_EARLY") == "1":  # every folded kernel computed at the call's start
     import keras_seg.fold
     keras_seg.fold.DEFERRED_FOLD_DTYPES = frozenset()
+if os.environ.get("AB_RELAXED_PREDICT") == "1":  # every shape to the unknown-batch trace
+    import keras_seg.tracing
+    keras_seg.tracing.ExactShapes.for_inputs = lambda self, *args: self.relaxed
 if os.environ.get("AB_KEEP_BUILD_GARBAGE") == "1":  # build() without its gc.collect()
     import keras_seg.registry
     keras_seg.registry._without_build_garbage = lambda model: model

@@ -9,8 +9,9 @@ Grappler fuses the pair itself.
 Measured on the 2-core AMX Xeon (2026-12-02): see `bench_results/perf.md`,
 "A model's own predict folds BatchNorm".
 
-And `predict` on an in-memory array runs its batches through Keras' own compiled predict
-function without building a tf.data pipeline per call (see `SegmentationModel.predict`).
+And `predict` on an in-memory array runs its batches through Keras' own predict step without
+building a tf.data pipeline per call (see `SegmentationModel.predict`), traced for the exact
+shape of its batches (`keras_seg.tracing`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_seg.fold import live_folded_call
+from keras_seg.tracing import ExactShapes
 
 
 @keras.saving.register_keras_serializable(package="keras_seg")
@@ -52,7 +54,8 @@ class SegmentationModel(keras.Model):
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
         """`keras.Model.predict`; for one in-memory array (NumPy or an eager tensor) without
         `steps` or `callbacks`, the batches are sliced here and run through the same
-        compiled `predict_function`, with the same progress bar.
+        predict step (traced for their exact shape, see `_compiled_predict`), with the same
+        progress bar.
 
         Why not Keras' loop for those: for an array it builds a tf.data pipeline (tracing
         its map functions and creating an iterator) on every call, and converts each
@@ -73,7 +76,6 @@ class SegmentationModel(keras.Model):
             x = tf.cast(x, keras.backend.floatx())
         batch_size = batch_size or 32  # Keras' default
         starts = range(0, int(x.shape[0]), batch_size)
-        self._trace_for_every_batch_size(x)
         progress = keras.callbacks.CallbackList(
             add_progbar=verbose != 0, verbose=verbose, epochs=1, steps=len(starts), model=self
         )
@@ -82,7 +84,8 @@ class SegmentationModel(keras.Model):
         outputs = []
         for step, start in enumerate(starts):
             progress.on_predict_batch_begin(step)
-            batch = self.predict_function([(x[start : start + batch_size],)])
+            part = x[start : start + batch_size]
+            batch = self._compiled_predict(part)([(part,)])
             # Views of the output tensors; the result below is the one copy (`np.asarray`
             # shares the buffer, `Tensor.numpy()` would copy every batch once more).
             outputs.append(keras.tree.map_structure(np.asarray, batch))
@@ -95,15 +98,9 @@ class SegmentationModel(keras.Model):
         return keras.tree.map_structure(lambda *parts: np.concatenate(parts), *outputs)
 
     def predict_on_batch(self, x):
-        """`keras.Model.predict_on_batch`, with one trace for every batch size of an array,
-        returning read-only views of the output tensors instead of copies.
-
-        Keras traces its predict function for the first batch's shape and once more,
-        relaxed, when the size changes (both graphs stay); traced here with an unknown batch
-        dimension from the first call, as `predict` does, a model is traced once. (Peak RSS
-        of DeepLabV3+ ResNet-50 float32 at 512, 5 calls at batch 1 then 5 at batch 4, did
-        not measurably change: 1516 / 1540 / 1515 MiB before, 1553 / 1542 / 1519 after,
-        alternating, one-off script, AMX Xeon, 2026-12-03.)
+        """`keras.Model.predict_on_batch`, traced for the array's exact shape (see
+        `_compiled_predict`), returning read-only views of the output tensors instead of
+        copies.
 
         Keras returns `tensor.numpy()`, which TensorFlow copies (tensors are immutable), so
         the logits existed twice at the end of every call: 84 MiB more at DeepLabV3+ 512
@@ -115,21 +112,40 @@ class SegmentationModel(keras.Model):
         """
         if not self._predicts_array_here(x, None, None):
             return super().predict_on_batch(x)
-        self._trace_for_every_batch_size(x)
-        return keras.tree.map_structure(np.asarray, self.predict_function([(x,)]))
+        return keras.tree.map_structure(np.asarray, self._compiled_predict(x)([(x,)]))
 
-    def _trace_for_every_batch_size(self, x) -> None:
-        """Trace `predict_function` for `x`'s shape with an unknown batch dimension (the
-        last batch of `predict` is usually smaller), as the tf.data path's traces are."""
+    def _compiled_predict(self, x):
+        """The compiled predict function for the batch `x`: Keras' own predict step traced
+        for `x`'s exact shape, for the first `keras_seg.tracing.EXACT_SHAPES` shapes, and
+        for later shapes Keras' `predict_function`, traced once with an unknown batch
+        dimension.
+
+        Why not Keras' function alone: it is a `reduce_retracing` function, so from the
+        second batch size on it runs one graph with an unknown batch dimension, and
+        Grappler fuses a bottleneck block's residual add and ReLU into the convolution only
+        when the shapes are known (`keras_seg.tracing`: DeepLabV3+ ResNet-50 at 512 in
+        bfloat16, 0.149 against 0.121 s a call at batch 1, 0.507 against 0.326 s at batch
+        4). Before, every batch size ran that one relaxed graph here.
+        """
         self.make_predict_function()
-        if not self.run_eagerly:
-            self.predict_function.get_concrete_function(
-                [(tf.TensorSpec((None, *x.shape[1:]), tf.as_dtype(x.dtype)),)]
+        if self.run_eagerly:
+            return self.predict_function
+        traces = getattr(self, "_exact_predict", None)
+        if traces is None or traces.relaxed is not self.predict_function:
+            # Keras' predict step as it wraps it (the default strategy, one step per call:
+            # what `_predicts_array_here` admits), without its reduce_retracing.
+            traces = ExactShapes(
+                self.predict_function.python_function, relaxed=self.predict_function
             )
+            self._exact_predict = traces
+        fn = traces.for_inputs(x)
+        if fn is traces.relaxed:  # one trace for every batch size of this image size
+            fn.get_concrete_function([(tf.TensorSpec((None, *x.shape[1:]), tf.as_dtype(x.dtype)),)])
+        return fn
 
     def _predicts_array_here(self, x, steps, callbacks) -> bool:
         """Whether `predict` slices `x` itself (see `predict`), and `predict_on_batch`
-        traces it for every batch size."""
+        traces it for its exact shape."""
         return (
             steps is None
             and callbacks is None
