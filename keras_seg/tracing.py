@@ -46,11 +46,14 @@ class ExactShapes:
     """
 
     def __init__(
-        self, fn: Callable[..., Any], relaxed: Callable[..., Any] | None = None, limit: int = 0
+        self,
+        fn: Callable[..., Any],
+        relaxed: Callable[..., Any] | None = None,
+        limit: int = EXACT_SHAPES,
     ):
         self.exact = tf.function(fn)
         self.relaxed = relaxed or tf.function(fn, reduce_retracing=True)
-        self.limit = limit or EXACT_SHAPES
+        self.limit = limit
         self.shapes: set[tuple] = set()
 
     def for_inputs(self, *args) -> Callable[..., Any]:
