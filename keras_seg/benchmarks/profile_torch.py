@@ -56,6 +56,8 @@ def _summary(prof, steps: int, times: list[float], top: int) -> dict:
     return {
         "step_ms_unprofiled": 1e3 * statistics.median(times),
         "profiled_self_ms": total,
+        # Autograd's share: every aten backward op carries "backward" in its name.
+        "backward_self_ms": sum(r["self_ms"] for r in rows if "backward" in r["type"]),
         "categories": {
             k: {"self_ms": v, "share": v / total}
             for k, v in sorted(categories.items(), key=lambda kv: -kv[1])

@@ -63,6 +63,8 @@ def test_profile_cli_writes_tf_and_torch_tables(tmp_path):
     for phase in ("inference", "training"):
         assert torch["phases"][phase]["categories"]["conv"]["self_ms"] > 0
         assert "aten::" in torch["phases"][phase]["top_ops"][0]["type"]
-    # Training runs the backward convolutions too.
-    assert any("backward" in op["type"] for op in torch["phases"]["training"]["top_ops"])
+    # Training runs the backward ops too; inference none. (At 64 px the optimizer's ops on
+    # 14M parameters can outrank every backward op, so the top 5 cannot tell.)
+    assert torch["phases"]["training"]["backward_self_ms"] > 0
+    assert torch["phases"]["inference"]["backward_self_ms"] == 0
     assert torch["precision"] == "float32"
