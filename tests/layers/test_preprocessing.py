@@ -22,6 +22,18 @@ def test_normalize_equals_keras_applications_preprocessing(mode):
 
 
 @pytest.mark.parametrize("mode", ["caffe", "torch", "tf"])
+def test_mixed_bfloat16_rounds_the_float32_result_once(mode):
+    x = random_images(2, 9, 11)
+    exact = Normalize(mode)(x).numpy()
+    mixed = Normalize(mode, dtype="mixed_bfloat16")(x)
+    assert mixed.dtype == "bfloat16"
+    # Each value is float32's, rounded to the nearest bfloat16 (not computed in bfloat16).
+    np.testing.assert_array_equal(mixed.numpy(), exact.astype(mixed.numpy().dtype))
+    # A saved layer keeps taking its pixels uncast.
+    assert Normalize.from_config(Normalize(mode).get_config()).autocast is False
+
+
+@pytest.mark.parametrize("mode", ["caffe", "torch", "tf"])
 def test_int8_tflite_keeps_the_normalized_pixels(mode):
     # TF 2.21 quantized the caffe scheme's channel flip (REVERSE_V2) with a scale of its own
     # while its kernel copies int8 values unchanged: every pixel came out wrong by up to
