@@ -41,7 +41,7 @@ LAYER_CATEGORIES = {
     "batch_norm": ("BatchNormalization", "FusedBatchNorm", "FoldedBatchNorm"),
     "activation": ("Activation", "ReLU"),
     "concat": ("Concatenate",),
-    "resize": ("UpSampling2D", "NearestUpsampling2D", "ResizeToMatch", "Resizing"),
+    "resize": ("UpSampling2D", "ResizeToMatch", "Resizing"),
     "pooling": ("MaxPooling2D", "GlobalAveragePooling2D", "AdaptiveAveragePooling2D"),
     "add": ("Add",),
     "pad/crop": ("PadToMultiple", "CropToMatch", "ZeroPadding2D"),

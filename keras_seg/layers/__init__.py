@@ -26,7 +26,6 @@ from keras_seg.layers.pooling import pyramid_pooling
 from keras_seg.layers.preprocessing import NORMALIZATIONS
 from keras_seg.layers.preprocessing import Normalize
 from keras_seg.layers.shape import CropToMatch
-from keras_seg.layers.shape import NearestUpsampling2D
 from keras_seg.layers.shape import PadToMultiple
 from keras_seg.layers.shape import ResizeToMatch
 from keras_seg.layers.unpooling import MaxUnpooling2D
@@ -46,7 +45,6 @@ __all__ = [
     "CropToMatch",
     "FoldedBatchNorm",
     "FusedBatchNorm",
-    "NearestUpsampling2D",
     "Normalize",
     "PadToMultiple",
     "ResizeToMatch",

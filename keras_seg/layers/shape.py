@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import keras
 import tensorflow as tf
-from keras import ops
 
 
 @keras.saving.register_keras_serializable(package="keras_seg")
@@ -98,47 +97,3 @@ class ResizeToMatch(keras.layers.Layer):
             "interpolation": self.interpolation,
             "align_corners": self.align_corners,
         }
-
-
-@keras.saving.register_keras_serializable(package="keras_seg")
-class NearestUpsampling2D(keras.layers.Layer):
-    """Nearest-neighbour upsampling by an integer `size`: every pixel repeated `size` times
-    along height and width, the values of `keras.layers.UpSampling2D(size,
-    interpolation="nearest")` (and of PyTorch's `F.interpolate(scale_factor=size,
-    mode="nearest")`).
-
-    Why not Keras' layer: it repeats along height, then along width (`ops.repeat`, two
-    `Tile` passes in TensorFlow), where one `ResizeNearestNeighbor` (half-pixel centres,
-    which for an integer factor picks pixel `i // size`; a TFLite builtin) writes each value
-    once. U-Net ResNet-34's five decoder upsamplings at 512 batch 1 in bfloat16 were 4.6 ms
-    of TensorFlow's profile against PyTorch's 2.0 (bench_results/perf.md); one-off script on
-    the AMX Xeon, the five decoder shapes at batch 4, float32 12.5-14.0 against 5.6-10.3 ms,
-    bfloat16 7.5-15.5 against 3.5-4.9. In training it keeps Keras' repeats: their gradient
-    summed the bfloat16 values closer to float32's (max error 0.008 against 0.026) and was
-    not slower.
-    """
-
-    def __init__(self, size: int = 2, **kwargs):
-        super().__init__(**kwargs)
-        if int(size) < 1:
-            raise ValueError(f"size must be an integer >= 1, got {size!r}")
-        self.size = int(size)
-
-    def call(self, x, training=None):
-        if training:
-            return ops.repeat(ops.repeat(x, self.size, axis=1), self.size, axis=2)
-        return tf.raw_ops.ResizeNearestNeighbor(
-            images=x,
-            size=tf.shape(x)[1:3] * self.size,
-            align_corners=False,
-            half_pixel_centers=True,
-        )
-
-    def compute_output_shape(self, input_shape):
-        def up(d):
-            return None if d is None else d * self.size
-
-        return (input_shape[0], up(input_shape[1]), up(input_shape[2]), input_shape[3])
-
-    def get_config(self):
-        return {**super().get_config(), "size": self.size}

@@ -30,7 +30,6 @@ from keras import layers
 from keras_seg.backbones import build_backbone
 from keras_seg.backbones import get_backbone_spec
 from keras_seg.backbones import require_levels
-from keras_seg.layers import NearestUpsampling2D
 from keras_seg.layers import Normalize
 from keras_seg.layers import conv_bn_act
 from keras_seg.layers import logits_head
@@ -93,7 +92,7 @@ def _pyramid_body(
         x = layers.Dropout(dropout, name="bottleneck_dropout")(x)
     for step, (filters, skip) in enumerate(zip(decoder_filters, PYRAMID_SKIPS, strict=True)):
         name = f"decoder{step + 1}"
-        x = NearestUpsampling2D(2, name=f"{name}_up")(x)
+        x = layers.UpSampling2D(2, interpolation="nearest", name=f"{name}_up")(x)
         if skip is not None:
             x = layers.Concatenate(name=f"{name}_concat")([x, features[skip]])
         x = _double_conv(x, filters, name, batch_norm)
