@@ -41,9 +41,9 @@ class Normalize(keras.layers.Layer):
         # In float32 whatever the policy, rounded once to the compute dtype at the end, as
         # PyTorch's autocast sees normalised float32 pixels. Under mixed_bfloat16 the
         # arithmetic in bfloat16 rounded three times (up to 0.03 off, half a pixel level
-        # for the "torch" scheme) and was slower: TensorFlow's bfloat16 element-wise
-        # kernels convert element by element (1x512x512x3 on the AMX Xeon: 3.75 ms, in
-        # float32 with the cast 2.48 ms).
+        # for the "torch" scheme). The op is faster too (1x512x512x3 on the AMX Xeon: 3.75
+        # ms in bfloat16, 2.48 ms in float32 with the cast), though not measurably the
+        # whole model's call (bench_results/perf.md, "Two cheaper ops").
         x = ops.cast(x, "float32")
         if bgr:
             # A gather, not `ops.flip`: TF 2.21's int8 converter gives REVERSE_V2's output
