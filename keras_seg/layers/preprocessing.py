@@ -38,21 +38,23 @@ class Normalize(keras.layers.Layer):
 
     def call(self, x):
         mean, std, bgr = NORMALIZATIONS[self.mode]
-        # In float32 whatever the policy, rounded once to the compute dtype at the end, as
-        # PyTorch's autocast sees normalised float32 pixels. Under mixed_bfloat16 the
-        # arithmetic in bfloat16 rounded three times (up to 0.03 off, half a pixel level
-        # for the "torch" scheme). The op is faster too (1x512x512x3 on the AMX Xeon: 3.75
-        # ms in bfloat16, 2.48 ms in float32 with the cast), though not measurably the
-        # whole model's call (bench_results/perf.md, "Two cheaper ops").
-        x = ops.cast(x, "float32")
+        # In float32 (float64 for a float64 layer) whatever the policy, rounded once to
+        # the compute dtype at the end, as PyTorch's autocast sees normalised float32
+        # pixels. Under mixed_bfloat16 the arithmetic in bfloat16 rounded three times (up
+        # to 0.03 off, half a pixel level for the "torch" scheme). The op is faster too
+        # (1x512x512x3 on the AMX Xeon: 3.75 ms in bfloat16, 2.48 ms in float32 with the
+        # cast), though not measurably the whole model's call (bench_results/perf.md, "Two
+        # cheaper ops").
+        work = keras.backend.result_type(self.compute_dtype, "float32")  # float64 stays
+        x = ops.cast(x, work)
         if bgr:
             # A gather, not `ops.flip`: TF 2.21's int8 converter gives REVERSE_V2's output
             # its own calibrated scale (about [-124, 255] here) although the kernel copies
             # the int8 values unchanged, so every pixel after the flip was wrong by up to
             # 125. GATHER keeps its input's scale.
             x = ops.take(x, list(range(x.shape[-1] - 1, -1, -1)), axis=-1)
-        mean = ops.convert_to_tensor(mean, dtype="float32")
-        std = ops.convert_to_tensor(std, dtype="float32")
+        mean = ops.convert_to_tensor(mean, dtype=work)
+        std = ops.convert_to_tensor(std, dtype=work)
         return ops.cast((x - mean) / std, self.compute_dtype)
 
     def get_config(self):

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 
+from keras_seg.layers import NORMALIZATIONS
 from keras_seg.layers import Normalize
 from tests.helpers import int8_tflite_outputs
 from tests.helpers import random_images
@@ -29,6 +30,14 @@ def test_mixed_bfloat16_rounds_the_float32_result_once(mode):
     assert mixed.dtype == "bfloat16"
     # Each value is float32's, rounded to the nearest bfloat16 (not computed in bfloat16).
     np.testing.assert_array_equal(mixed.numpy(), exact.astype(mixed.numpy().dtype))
+    # A float64 layer computes in float64.
+    mean, std, bgr = NORMALIZATIONS[mode]
+    pixels = x.astype("float64")[..., ::-1] if bgr else x.astype("float64")
+    np.testing.assert_allclose(
+        Normalize(mode, dtype="float64")(x.astype("float64")).numpy(),
+        (pixels - np.array(mean)) / np.array(std),
+        rtol=1e-12,
+    )
     # A saved layer keeps taking its pixels uncast.
     assert Normalize.from_config(Normalize(mode).get_config()).autocast is False
 
