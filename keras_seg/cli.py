@@ -291,9 +291,11 @@ def _add_evaluate(sub, common) -> None:
 
 def _cmd_evaluate(args) -> int:
     from keras_seg.inference import evaluate_run
+    from keras_seg.machine import inference_only
 
     if args.overrides and not args.config:
         raise _UsageError("--set needs --config")
+    inference_only()  # each filter reordered once (see its docstring); this process never trains
     cfg = _load_config(args) if args.config else None
     evaluate_run(
         cfg,
@@ -320,9 +322,11 @@ def _add_predict(sub, common) -> None:
 
 def _cmd_predict(args) -> int:
     from keras_seg.inference import predict_files
+    from keras_seg.machine import inference_only
 
     if not 0.0 <= args.alpha <= 1.0:
         raise _UsageError(f"--alpha must be between 0 and 1, got {args.alpha}")
+    inference_only()  # as evaluate's
     predict_files(args.model, args.input, args.output, args.alpha)
     return 0
 

@@ -151,3 +151,74 @@ def runs_natively(policy: str) -> bool:
     if policy == "mixed_bfloat16":
         return gpu_available() or cpu_has_native_bfloat16()
     return True
+
+
+# TensorFlow's oneDNN convolutions (and fused matmuls) reorder their filter into oneDNN's
+# blocked layout on every call unless the filter is a graph constant; with this variable set
+# they treat every filter as constant: each kernel keeps the filter it saw first, reordered,
+# for the life of the process. TensorFlow reads it once, at the first such kernel, and only
+# under oneDNN (it changes nothing on Eigen's kernels).
+FROZEN_WEIGHTS_VARIABLE = "TF_ONEDNN_ASSUME_FROZEN_WEIGHTS"
+
+
+def weights_assumed_frozen() -> bool:
+    """Whether this process has `TF_ONEDNN_ASSUME_FROZEN_WEIGHTS` on, read as TensorFlow reads
+    it ("1"/"true" on, unset or "0"/"false" off, any case). TensorFlow aborts the process on
+    any other value at its first oneDNN convolution; this raises ValueError instead."""
+    value = os.environ.get(FROZEN_WEIGHTS_VARIABLE)
+    if value is None:
+        return False
+    if value.lower() in ("1", "true"):
+        return True
+    if value.lower() in ("0", "false"):
+        return False
+    raise ValueError(f"{FROZEN_WEIGHTS_VARIABLE}={value!r}: TensorFlow accepts 1, true, 0 or false")
+
+
+def inference_environment() -> dict[str, str]:
+    """The process settings of `keras-seg predict` and `evaluate` (`inference_only()`), for a
+    process started to predict only (the peers benchmark's inference workers).
+
+    `TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1`: oneDNN reorders each filter once instead of on every
+    call, and in float32 picks its kernel for a blocked filter rather than TensorFlow's HWIO
+    one. On the 2-core AMX Xeon (2026-12-03, `predict_on_batch` at 512 batch 1, fresh
+    processes alternating, bench_results/ab_frozen_weights_*.json): U-Net ResNet-34 float32
+    0.292 -> 0.234 s, bfloat16 0.088 -> 0.069 s; DeepLabV3+ ResNet-50 float32 0.382 -> 0.320 s,
+    bfloat16 0.108 -> 0.095 s; peak RSS +29 to +105 MiB (the reordered copies). Logits equal
+    to float32 round-off on every zoo model (tests/test_inference_process.py). A user's own
+    setting wins.
+    """
+    if FROZEN_WEIGHTS_VARIABLE in os.environ:
+        weights_assumed_frozen()  # an invalid value fails here, not in TensorFlow
+        return {}
+    return {FROZEN_WEIGHTS_VARIABLE: "1"}
+
+
+def inference_only() -> bool:
+    """Declare this process one that only predicts: TensorFlow's oneDNN kernels then reorder
+    each convolution's filter once, at its first call, and keep it (see
+    `inference_environment` for what that saves). Call it before the first prediction;
+    later it changes nothing (TensorFlow has read the setting by then). Returns whether it
+    is in force: True where TensorFlow runs oneDNN (x86 CPUs with AVX-512 VNNI/BF16 or AMX
+    by default, or `TF_ENABLE_ONEDNN_OPTS=1`) and the variable is on.
+
+    The weights must not change afterwards: a kernel would keep computing with the filter
+    it saw first. So load or set the weights before predicting, and train elsewhere:
+    keras_seg models refuse to train in such a process (`refuse_training_if_frozen`).
+    `keras-seg predict` and `keras-seg evaluate` call this; training, the demo and the
+    export commands do not.
+    """
+    os.environ.update(inference_environment())
+    return weights_assumed_frozen() and onednn_enabled()
+
+
+def refuse_training_if_frozen() -> None:
+    """Raise ValueError where `TF_ONEDNN_ASSUME_FROZEN_WEIGHTS` is on: oneDNN's forward
+    convolutions would keep the first weights they saw while the optimizer changes them, so
+    training would silently compute wrong gradients."""
+    if weights_assumed_frozen():
+        raise ValueError(
+            f"{FROZEN_WEIGHTS_VARIABLE} is on in this process (keras_seg.machine.inference_only "
+            "or the environment): oneDNN would keep the first weights it saw; train in a "
+            f"process without it (unset {FROZEN_WEIGHTS_VARIABLE})"
+        )

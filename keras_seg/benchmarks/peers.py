@@ -192,6 +192,7 @@ def keras_setup(job: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
 
     from keras_seg.data.options import without_autotune
     from keras_seg.machine import onednn_enabled
+    from keras_seg.machine import weights_assumed_frozen
 
     if job["tf_threads"]:
         tf.config.threading.set_intra_op_parallelism_threads(job["tf_threads"])
@@ -245,6 +246,8 @@ def keras_setup(job: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         "tf_inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
         # TensorFlow's CPU kernels: oneDNN (on by default only on some CPUs) or Eigen.
         "tf_onednn": onednn_enabled(),
+        # TF_ONEDNN_ASSUME_FROZEN_WEIGHTS (the inference workers, as `keras-seg predict`).
+        "tf_onednn_frozen_weights": onednn_enabled() and weights_assumed_frozen(),
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
     }
     if job["library"] == "keras_hub":
@@ -323,6 +326,12 @@ def run_group(args, row: str, precision: str, phase: str, cases, libraries, tmp:
                 spec = job["spec"]
                 pixels = max(pixels_per_step(c["batch"], [c["size"]] * 2) for c in cases.values())
                 worker_env = env | training_environment(spec["model"], spec.get("backbone"), pixels)
+            elif library == "keras_seg":
+                # What `keras-seg predict` and `evaluate` run with (`inference_only()`: each
+                # filter reordered once): the user path of a process that only predicts.
+                from keras_seg.machine import inference_environment
+
+                worker_env = env | inference_environment()
             command = _command(library, args, job)
             workers[library] = Worker(name, command, worker_env, log, args.timeout)
         for library, ready in wait_ready(workers, args.timeout).items():

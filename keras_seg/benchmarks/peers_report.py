@@ -88,8 +88,14 @@ def markdown(payload: dict[str, Any]) -> str:
     memory = {(r["row"], r["precision"], r["phase"]): r for r in results["memory"]}
     onednn: dict[str, set] = {}  # per phase: training runs as `keras-seg train` does
     for g in results["groups"]:
-        onednn.setdefault(g["phase"], set()).add(g["workers"]["keras_seg"].get("tf_onednn"))
-    kernels = {True: "oneDNN", False: "Eigen (oneDNN off)"}
+        worker = g["workers"]["keras_seg"]
+        kind = "frozen" if worker.get("tf_onednn_frozen_weights") else worker.get("tf_onednn")
+        onednn.setdefault(g["phase"], set()).add(kind)
+    kernels = {
+        True: "oneDNN",
+        False: "Eigen (oneDNN off)",
+        "frozen": "oneDNN, filters reordered once (TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1)",
+    }
     tf_kernels = ", ".join(
         f"{phase} " + "/".join(kernels.get(o, "unrecorded") for o in sorted(seen, key=str))
         for phase, seen in onednn.items()

@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_seg.fold import live_folded_call
+from keras_seg.machine import refuse_training_if_frozen
 from keras_seg.tracing import ExactShapes
 
 
@@ -32,6 +33,12 @@ class SegmentationModel(keras.Model):
     Build it as `keras.Model`: `SegmentationModel(inputs, outputs, name=...)`. Saved `.keras`
     files keep the class (`keras_seg` must be imported to load them, as for its layers).
     """
+
+    def make_train_function(self, force=False):
+        """Keras' train function, refused in a process whose oneDNN kernels keep the first
+        weights they see (`keras_seg.machine.inference_only`): `fit`, `train_on_batch`."""
+        refuse_training_if_frozen()
+        return super().make_train_function(force=force)
 
     def predict_step(self, data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)

@@ -41,6 +41,7 @@ from keras_seg.losses import median_frequency_weights
 from keras_seg.machine import eigen_kernels_note
 from keras_seg.machine import onednn_enabled
 from keras_seg.machine import pixels_per_step
+from keras_seg.machine import refuse_training_if_frozen
 from keras_seg.metrics import MeanIoU
 from keras_seg.metrics import format_table
 from keras_seg.training import callbacks as cb
@@ -155,6 +156,7 @@ def train(
     Raises:
         TrainingDiverged: the loss or the weights became NaN/inf (the last backup is kept).
     """
+    refuse_training_if_frozen()  # before anything is written
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     strategy = build_strategy(cfg.train.distribution)  # before any other TF work

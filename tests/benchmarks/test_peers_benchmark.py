@@ -102,10 +102,19 @@ def test_samples_interleave_and_figures_follow_from_them(tmp_path):
     table = md.read_text()
     assert "keras-seg benchmark peers --small" in table.splitlines()[0]
     assert "peak after 2 calls of the user path per case" in table
-    kernels = {True: "oneDNN", False: "Eigen (oneDNN off)"}
+    kernels = {
+        True: "oneDNN",
+        False: "Eigen (oneDNN off)",
+        "frozen": "oneDNN, filters reordered once (TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1)",
+    }
     for group in results["groups"]:
-        onednn = group["workers"]["keras_seg"]["tf_onednn"]
-        assert f"{group['phase']} {kernels[onednn]}" in table.splitlines()[0]
+        worker = group["workers"]["keras_seg"]
+        # The inference worker runs as `keras-seg predict` does (`inference_only()`: in force
+        # under oneDNN); training never does.
+        frozen = worker["tf_onednn_frozen_weights"]
+        assert frozen == (group["phase"] == "inference" and worker["tf_onednn"])
+        label = "frozen" if frozen else worker["tf_onednn"]
+        assert f"{group['phase']} {kernels[label]}" in table.splitlines()[0]
     if (training := onednn_in_training()) is not None:
         # Training runs with what `keras-seg train` restarts itself with; inference does not.
         onednn = {g["phase"]: g["workers"]["keras_seg"]["tf_onednn"] for g in results["groups"]}
