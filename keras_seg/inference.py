@@ -75,7 +75,10 @@ class Predictor:
             added 0.7 GiB and the first call 1.1 GiB, for 0.1 GiB of weights: not yet
             traced). Hence off by default: it pays for long evaluations in a process running
             oneDNN, where memory is to spare. Only a copy is frozen (`fold` or a float32
-            copy); `fold=False` runs `model` itself.
+            copy); `fold=False` runs `model` itself. A process that only predicts gets
+            the same per-call saving without the copy: `keras_seg.machine.inference_only()`
+            (what `keras-seg predict` and `evaluate` declare) has oneDNN reorder each filter
+            once and keep it, for one reordered copy of the weights.
 
     A model trained in a mixed precision this machine only emulates (mixed_bfloat16 on a
     CPU without native bfloat16, mixed_float16 without a GPU) runs as a float32 copy with

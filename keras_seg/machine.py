@@ -181,12 +181,13 @@ def inference_environment() -> dict[str, str]:
 
     `TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1`: oneDNN reorders each filter once instead of on every
     call, and in float32 picks its kernel for a blocked filter rather than TensorFlow's HWIO
-    one. On the 2-core AMX Xeon (2026-12-03, `predict_on_batch` at 512 batch 1, fresh
-    processes alternating, bench_results/ab_frozen_weights_*.json): U-Net ResNet-34 float32
-    0.292 -> 0.234 s, bfloat16 0.088 -> 0.069 s; DeepLabV3+ ResNet-50 float32 0.382 -> 0.320 s,
-    bfloat16 0.108 -> 0.095 s; peak RSS +29 to +105 MiB (the reordered copies). Logits equal
-    to float32 round-off on every zoo model (tests/test_inference_process.py). A user's own
-    setting wins.
+    one. On the 2-core AMX Xeon (2026-12-03, `predict_on_batch` at 512, fresh processes
+    alternating, bench_results/ab_frozen_weights_*.json), batch 1: U-Net ResNet-34 float32
+    0.286 -> 0.230 s, bfloat16 0.084 -> 0.067 s; DeepLabV3+ ResNet-50 float32 0.376 -> 0.307
+    s, bfloat16 0.112 -> 0.099 s; peak RSS +24 to +97 MiB (the reordered copies). Batch 4,
+    where the reorders are shared by four images, 1-6% faster. Logits equal to float32
+    round-off on every zoo model (bfloat16: identical; tests/test_inference_process.py). A
+    user's own setting wins.
     """
     if FROZEN_WEIGHTS_VARIABLE in os.environ:
         weights_assumed_frozen()  # an invalid value fails here, not in TensorFlow
@@ -201,6 +202,12 @@ def inference_only() -> bool:
     later it changes nothing (TensorFlow has read the setting by then). Returns whether it
     is in force: True where TensorFlow runs oneDNN (x86 CPUs with AVX-512 VNNI/BF16 or AMX
     by default, or `TF_ENABLE_ONEDNN_OPTS=1`) and the variable is on.
+
+    Memory: each traced graph's kernels keep their own reordered filters, so a process
+    holds one such copy of the weights per input shape it traces (up to five,
+    `keras_seg.tracing`): +24 to +97 MiB for one shape at 512 on U-Net ResNet-34 and
+    DeepLabV3+ ResNet-50, +98 to +206 MiB for DeepLabV3+ float32 at batch 1 and 4 (the
+    peers command's inference worker; bench_results/perf.md).
 
     The weights must not change afterwards: a kernel would keep computing with the filter
     it saw first. So load or set the weights before predicting, and train elsewhere:
