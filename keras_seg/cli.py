@@ -291,11 +291,9 @@ def _add_evaluate(sub, common) -> None:
 
 def _cmd_evaluate(args) -> int:
     from keras_seg.inference import evaluate_run
-    from keras_seg.machine import inference_only
 
     if args.overrides and not args.config:
         raise _UsageError("--set needs --config")
-    inference_only()  # each filter reordered once (see its docstring); this process never trains
     cfg = _load_config(args) if args.config else None
     evaluate_run(
         cfg,
@@ -322,11 +320,9 @@ def _add_predict(sub, common) -> None:
 
 def _cmd_predict(args) -> int:
     from keras_seg.inference import predict_files
-    from keras_seg.machine import inference_only
 
     if not 0.0 <= args.alpha <= 1.0:
         raise _UsageError(f"--alpha must be between 0 and 1, got {args.alpha}")
-    inference_only()  # as evaluate's
     predict_files(args.model, args.input, args.output, args.alpha)
     return 0
 
@@ -470,14 +466,25 @@ def main(
 
     With `exit_on_error` (the console script) an error ends the process right where it is
     caught, see `run`. With `restart` (the console script, whose `argv` is this process's
-    command line) `train` may restart the process with other settings, see
-    `_restart_for_training`.
+    command line, and which owns the process) `train` may restart the process with other
+    settings, see `_restart_for_training`, and `predict` and `evaluate` declare it
+    inference-only (`keras_seg.machine.inference_only`: each oneDNN filter reordered once),
+    which a caller's own process (`main(argv)` from Python) is not: the setting stays for the
+    process's life and refuses training in it.
     """
     args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get("KERAS_SEG_DEBUG", "") not in ("", "0")
     _quiet(args.verbose)
     if restart and args.command == "train":
         _restart_for_training(args)
+    if restart and args.command in ("predict", "evaluate"):
+        try:
+            from keras_seg.machine import inference_only
+
+            inference_only()
+        except ValueError as error:  # an invalid TF_ONEDNN_ASSUME_FROZEN_WEIGHTS
+            print(f"keras-seg {args.command}: error: {error}", file=sys.stderr)
+            return EXIT_BAD_INPUT
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -2,6 +2,7 @@
 prediction files of `keras-seg predict`."""
 
 import json
+import os
 
 import cv2
 import keras
@@ -20,6 +21,7 @@ from keras_seg.inference import overlay
 from keras_seg.inference import predict_files
 from keras_seg.inference import sliding_logits
 from keras_seg.inference import window_starts
+from keras_seg.machine import FROZEN_WEIGHTS_VARIABLE
 from tests.helpers import random_images
 from tests.helpers import small_model
 from tests.training.common import tiny_config
@@ -173,6 +175,8 @@ def test_cli_predict_with_a_bare_keras_file(tmp_path):
     assert (tmp_path / "out" / "img0.png").exists() and (
         tmp_path / "out" / "img0_overlay.png"
     ).exists()
+    # Only the console script declares its process inference-only: this process trains later.
+    assert FROZEN_WEIGHTS_VARIABLE not in os.environ
 
 
 def test_predict_errors_name_the_path(tmp_path):

@@ -192,3 +192,47 @@ def test_training_is_refused_in_such_a_process(tmp_path):
         f"weights it saw; train in a process without it (unset {FROZEN_WEIGHTS_VARIABLE})"
     ]
     assert not run.exists()
+
+
+_CONSOLE_CHILD = """
+import os, sys
+from keras_seg.cli import main
+code = main(sys.argv[1:], restart=True)  # as the console script calls it
+print(code, os.environ.get("TF_ONEDNN_ASSUME_FROZEN_WEIGHTS"))
+"""
+
+
+@pytest.mark.slow
+def test_the_predict_and_evaluate_commands_declare_their_process(tmp_path):
+    import cv2
+
+    small_model("unet", num_classes=3).save(tmp_path / "m.keras")
+    cv2.imwrite(str(tmp_path / "img.png"), random_images(1, 24, 24)[0].astype("uint8"))
+    argv = ["predict", "--model", str(tmp_path / "m.keras"), "--input", str(tmp_path / "img.png")]
+    argv += ["--output", str(tmp_path / "out")]
+
+    def run(**env: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-c", _CONSOLE_CHILD, *argv],
+            env=_child_env(**env),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    done = run()
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "0 1"
+    assert (tmp_path / "out" / "img.png").exists()
+    done = run(**{FROZEN_WEIGHTS_VARIABLE: "0"})  # the user's choice stands
+    assert done.stdout.strip().splitlines()[-1] == "0 0"
+    # A value TensorFlow would abort on: one line, the bad-input code, nothing predicted.
+    (tmp_path / "out" / "img.png").unlink()
+    done = run(**{FROZEN_WEIGHTS_VARIABLE: "yes"})
+    assert done.stdout.strip().splitlines()[-1] == "2 yes"
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"keras-seg predict: error: {FROZEN_WEIGHTS_VARIABLE}='yes': TensorFlow accepts 1, "
+        "true, 0 or false"
+    )
+    assert not (tmp_path / "out" / "img.png").exists()
