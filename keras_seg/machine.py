@@ -186,8 +186,8 @@ def inference_environment() -> dict[str, str]:
     0.286 -> 0.230 s, bfloat16 0.084 -> 0.067 s; DeepLabV3+ ResNet-50 float32 0.376 -> 0.307
     s, bfloat16 0.112 -> 0.099 s; peak RSS +24 to +97 MiB (the reordered copies). Batch 4,
     where the reorders are shared by four images, 1-6% faster. Logits equal to float32
-    round-off on every zoo model (bfloat16: identical; tests/test_inference_process.py). A
-    user's own setting wins.
+    round-off on every zoo model, bfloat16 identical (a one-off check, perf.md;
+    tests/test_inference_process.py checks four models). A user's own setting wins.
     """
     if FROZEN_WEIGHTS_VARIABLE in os.environ:
         weights_assumed_frozen()  # an invalid value fails here, not in TensorFlow
