@@ -478,9 +478,9 @@ def main(
     if restart and args.command == "train":
         _restart_for_training(args)
     if restart and args.command in ("predict", "evaluate"):
-        try:
-            from keras_seg.machine import inference_only
+        from keras_seg.machine import inference_only
 
+        try:
             inference_only()
         except ValueError as error:  # an invalid TF_ONEDNN_ASSUME_FROZEN_WEIGHTS
             print(f"keras-seg {args.command}: error: {error}", file=sys.stderr)
