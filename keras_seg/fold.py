@@ -208,6 +208,20 @@ def _calls_convolution_op(conv: keras.layers.Layer) -> bool:
 DEFERRED_FOLD_DTYPES = frozenset({"float32"})
 
 
+# Compute dtypes whose folded kernels `live_folded_call` computes once when given `once` (a
+# process whose weights are frozen). In bfloat16 each call's fold is a multiply and a cast of
+# every kernel, whose results oneDNN ignores once it keeps its first filters. At 512 under
+# TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1, batch 1 and 4 in one process (AMX Xeon, 2026-12-03,
+# bench_results/ab_fold_once_*_bf16.json; perf.md, "Folded once"): U-Net ResNet-34 0.061 ->
+# 0.050 s a call at batch 1, 0.169 -> 0.159 s at 4, peak RSS 1125 -> 1155 MiB; DeepLabV3+
+# ResNet-50 0.090 -> 0.070 s and 0.254 -> 0.239 s, 1305 -> 1287 MiB (the kept kernels are
+# half the float32 weights' size, about what each call's products took). In float32 the kept
+# copy is as large as the weights: DeepLabV3+ 0.276 -> 0.253 s at batch 1 for +117 MiB
+# (one-off A/B), which the peers command's memory check does not allow, so float32 folds on
+# each call.
+FOLD_ONCE_DTYPES = frozenset({"bfloat16", "float16"})
+
+
 def _start_of(inputs: tf.Tensor) -> tf.Tensor:
     """The tensor a layer's folded kernel waits for: its input, or the input of the `Pad`
     that made it. oneDNN's graph pass merges a Pad into the convolution it feeds
@@ -218,34 +232,57 @@ def _start_of(inputs: tf.Tensor) -> tf.Tensor:
     return inputs
 
 
-def _live_folded_conv(conv: keras.layers.Layer, bn: keras.layers.BatchNormalization):
+def _fold_tensors(conv: keras.layers.Layer, bn: keras.layers.BatchNormalization, waits=()):
+    """`conv`'s kernel and bias with `bn`'s inference map folded in, as tensors in the conv's
+    compute dtype, read from the variables now; the kernel's product waits for `waits`."""
+    scale, shift = _batch_norm_affine(bn, tf.convert_to_tensor)
+    if conv.use_bias:
+        shift = shift + conv.bias * scale
+    dtype = conv.compute_dtype
+    # The read outside the wait (no copy). Inside a model's `__call__` (test_step) Keras
+    # autocasts the read to the compute dtype, so the product is taken in scale's.
+    kernel = tf.convert_to_tensor(conv.kernel)
+    with tf.control_dependencies(list(waits)):
+        kernel = tf.cast(tf.cast(kernel, scale.dtype) * scale, dtype)
+    return kernel, tf.cast(shift, dtype)
+
+
+def _live_folded_conv(
+    conv: keras.layers.Layer,
+    bn: keras.layers.BatchNormalization,
+    once: dict | None = None,
+):
     """`x -> bn(conv(x))` in inference as one convolution with a bias, folded from the
     variables' values at this call (so it follows training; TensorFlow's graph does the
-    kernel-sized multiply on each call, beside the convolutions)."""
+    kernel-sized multiply on each call, beside the convolutions), or, with `once`, at the
+    first call only (see `live_folded_call`)."""
 
     def call(inputs, **kwargs):
-        scale, shift = _batch_norm_affine(bn, tf.convert_to_tensor)
-        if conv.use_bias:
-            shift = shift + conv.bias * scale
         dtype = conv.compute_dtype
-        # The read outside the wait (no copy). Inside a model's `__call__` (test_step) Keras
-        # autocasts the read to the compute dtype, so the product is taken in scale's.
-        kernel = tf.convert_to_tensor(conv.kernel)
-        # Eagerly (run_eagerly) every op runs in order anyway.
-        deferred = dtype in DEFERRED_FOLD_DTYPES and not tf.executing_eagerly()
-        waits = [_start_of(inputs)] if deferred else []
-        with tf.control_dependencies(waits):
-            kernel = tf.cast(tf.cast(kernel, scale.dtype) * scale, dtype)
+        if once is not None and dtype in FOLD_ONCE_DTYPES:
+            key = (id(conv), dtype)
+            if key not in once:
+                # Eagerly, outside the graph being traced: the graph captures the result.
+                with tf.init_scope():
+                    once[key] = _fold_tensors(conv, bn)
+            kernel, shift = once[key]
+        else:
+            # Eagerly (run_eagerly) every op runs in order anyway.
+            deferred = dtype in DEFERRED_FOLD_DTYPES and not tf.executing_eagerly()
+            kernel, shift = _fold_tensors(conv, bn, [_start_of(inputs)] if deferred else [])
         outputs = conv.convolution_op(tf.cast(inputs, dtype), kernel)
         # BiasAdd (not Keras' AddV2): the op Grappler fuses into the convolution.
-        return tf.nn.bias_add(outputs, tf.cast(shift, dtype))
+        return tf.nn.bias_add(outputs, shift)
 
     return call
 
 
-def live_folded_call(model: keras.Model, inputs):
+def live_folded_call(model: keras.Model, inputs, once: dict | None = None):
     """`model(inputs, training=False)` with each Conv2D -> BatchNorm pair run as one
-    convolution whose kernel and bias are folded from the variables at each call.
+    convolution whose kernel and bias are folded from the variables at each call, or, given
+    a dict `once`, folded at the first call that needs them, kept in `once` and read by
+    every later call and trace (for a process whose weights no longer change, see
+    `SegmentationModel`; the dict is the caller's, so that its traces share one copy).
 
     The static copy (`fold_batch_norm`) serves the exports and `Predictor`; this is for a
     model's own `predict`, which must follow its weights through training. Why not leave it to
@@ -261,7 +298,7 @@ def live_folded_call(model: keras.Model, inputs):
 
     def operation(op):
         if id(op) in convs:
-            return _live_folded_conv(op, convs[id(op)])
+            return _live_folded_conv(op, convs[id(op)], once)
         if id(op) in pairs:
             return lambda inputs, **kwargs: inputs
         if isinstance(op, keras.Model) and hasattr(op, "_run_through_graph"):

@@ -112,7 +112,9 @@ def test_predictor_folds_by_default():
     model = small_model("deeplabv3plus")
     randomize_batch_norm(model)
     x = random_images(1, 64, 64)
-    folded = Predictor(model).logits(x)
+    predictor = Predictor(model)
+    assert not predictor.folds_once, "only where the weights are declared frozen"
+    folded = predictor.logits(x)
     plain = Predictor(model, fold=False).logits(x)
     np.testing.assert_allclose(folded, plain, rtol=1e-4, atol=1e-4 * np.abs(plain).max())
 
@@ -359,6 +361,52 @@ def test_float32_folded_kernels_wait_for_their_layers_input_and_bfloat16_ones_do
     )
     mixed, _ = _mixed_and_float32("unet")
     assert all(not op.control_inputs for op in _fold_products(mixed))
+
+
+def test_folded_once_the_kernels_are_kept_and_shared_by_every_trace():
+    """Given `once` (a process whose weights are frozen, see `SegmentationModel._fold_once`),
+    bfloat16 folded kernels are computed at the first call and kept: the traced graphs
+    multiply no kernel, every trace reads the same kept tensors, the logits are those of
+    the fold on each call, and they no longer follow the weights. float32 keeps folding on
+    each call (`FOLD_ONCE_DTYPES`: the kept copy would be as large as the weights)."""
+    import tensorflow as tf
+
+    from keras_seg.fold import live_folded_call
+
+    mixed, plain = _mixed_and_float32("unet")
+    assert _live_foldable(mixed) > 0
+    once: dict = {}
+    kept = tf.function(lambda x: live_folded_call(mixed, x, once))
+    each = tf.function(lambda x: live_folded_call(mixed, x))
+    x = random_images(2, 64, 64)
+    got = [kept(x[:1]).numpy(), kept(x).numpy()]  # two traces
+    assert len(once) == _live_foldable(mixed)
+    assert {kernel.dtype.name for kernel, _ in once.values()} == {"bfloat16"}
+    first = {key: kernel for key, (kernel, _) in once.items()}
+    kept(x[:1])
+    assert all(once[key][0] is kernel for key, kernel in first.items()), "computed again"
+    for a, b in zip(got, [each(x[:1]).numpy(), each(x).numpy()], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6 * np.abs(b).max())
+
+    def products(fn):
+        graph = fn.get_concrete_function(tf.TensorSpec((1, 64, 64, 3))).graph
+        return [
+            op
+            for op in graph.get_operations()
+            if op.type == "Mul"
+            and op.outputs[0].shape.rank == 4
+            and any(i.op.type == "ReadVariableOp" for i in op.inputs)
+        ]
+
+    assert products(kept) == [] and len(products(each)) == _live_foldable(mixed)
+    for conv in foldable_pairs(mixed).values():  # what the kept tensors stand for
+        conv.kernel.assign(conv.kernel * 0.5)
+    assert np.array_equal(kept(x).numpy(), got[1]), "the kept kernels are what it computes"
+    assert not np.allclose(each(x).numpy(), got[1], atol=1e-3 * np.abs(got[1]).max())
+
+    float32_once: dict = {}
+    tf.function(lambda x: live_folded_call(plain, x, float32_once))(x)
+    assert float32_once == {}
 
 
 def _ops_in(concrete, op_type: str) -> int:

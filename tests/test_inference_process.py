@@ -141,6 +141,74 @@ def test_a_process_that_only_predicts_gives_the_same_logits(tmp_path):
     assert followed is not in_force, f"in force: {in_force}, followed the new weights: {followed}"
 
 
+# A mixed_bfloat16 model in such a process: the logits of batch 1 and batch 2 (two traces),
+# how many folded kernels the model keeps and in which dtype, then the logits after new
+# weights.
+_BF16_CHILD = """
+import json, sys
+import numpy as np
+import keras_seg
+import keras
+model = keras.saving.load_model(sys.argv[1])
+images = np.load(sys.argv[2])
+from keras_seg.inference import Predictor
+got = {"one": np.array(model.predict_on_batch(images[:1])), "two": model.predict(images)}
+predictor = Predictor(model)
+got["predictor"] = predictor.logits(images)
+kept = model._fold_once()
+model.set_weights([w * 0.5 for w in model.get_weights()])
+got["changed"] = np.array(model.predict_on_batch(images))
+np.savez(sys.argv[3], **got)
+dtypes = sorted({k.dtype.name for k, _ in kept.values()})
+print(json.dumps({"kept": len(kept), "dtypes": dtypes, "predictor": predictor.folds_once}))
+"""
+
+
+def test_a_bfloat16_model_in_such_a_process_folds_its_kernels_once(tmp_path):
+    """`SegmentationModel` keeps its folded bfloat16 kernels where the weights are declared
+    frozen (no multiply and cast of every kernel on each call; keras_seg.fold.FOLD_ONCE_DTYPES):
+    one kept kernel per folded convolution, shared by both batch sizes' traces and by
+    `Predictor` (which runs the model's predict step there), the logits of an ordinary
+    process, and, as the setting promises, not following new weights."""
+    import keras
+
+    from keras_seg.fold import foldable_pairs
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = small_model("unet", num_classes=4)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    model.save(tmp_path / "model.keras")
+    images = random_images(2, 64, 64, seed=5)
+    np.save(tmp_path / "images.npy", images)
+    out = tmp_path / "logits.npz"
+    args = [str(tmp_path / "model.keras"), str(tmp_path / "images.npy"), str(out)]
+    done = subprocess.run(
+        [sys.executable, "-c", _BF16_CHILD, *args],
+        env=_child_env(TF_ENABLE_ONEDNN_OPTS="1", **{FROZEN_WEIGHTS_VARIABLE: "1"}),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    convs = [c for c in foldable_pairs(model).values() if type(c) is keras.layers.Conv2D]
+    assert report == {"kept": len(convs), "dtypes": ["bfloat16"], "predictor": True} and convs
+    child = np.load(out)
+    want = np.array(model.predict_on_batch(images))
+    scale = np.abs(want).max()
+    # bfloat16 under oneDNN there and maybe Eigen here: the kernels' rounding differs.
+    np.testing.assert_allclose(child["one"], want[:1], atol=2e-2 * scale)
+    np.testing.assert_allclose(child["two"], want, atol=2e-2 * scale)
+    # Predictor runs the same predict step there (no float32 copy with per-call casts).
+    np.testing.assert_array_equal(child["predictor"], child["two"])
+    model.set_weights([w * 0.5 for w in model.get_weights()])
+    after = np.array(model.predict_on_batch(images))
+    assert not np.allclose(child["two"], after, atol=2e-2 * scale)
+    assert not np.allclose(child["changed"], after, atol=2e-2 * scale), "new weights followed"
+
+
 _TRAIN_CHILD = """
 import numpy as np
 import keras_seg

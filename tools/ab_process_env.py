@@ -49,6 +49,14 @@ unknown batch dimension, as before `keras_seg.tracing`) instead of the exact-sha
     python tools/ab_process_env.py --row deeplabv3plus_resnet50 --phase infer \
         --precision bf16 --rounds 4 --steps 6 --warmup 3 --candidate relaxed \
         AB_RELAXED_PREDICT=1 --candidate exact --output bench_results/ab_exact_shapes_deeplabv3plus_bf16.json
+`AB_FOLD_EACH_CALL=1` folds BatchNorm into the kernels on every call also where the weights
+are declared frozen (`keras_seg.fold.FOLD_ONCE_DTYPES` empty); `--also-batch 4` runs batch 4
+in the same process, as the peers worker does:
+    python tools/ab_process_env.py --row deeplabv3plus_resnet50 --phase infer \
+        --precision bf16 --batch 1 --also-batch 4 --rounds 3 --steps 4 --warmup 2 \
+        --candidate each TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1 AB_FOLD_EACH_CALL=1 \
+        --candidate once TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1 \
+        --output bench_results/ab_fold_once_deeplabv3plus_bf16.json
 The environment variable `AB_KERAS_SGD=1` trains with Keras's own SGD instead of keras_seg's
 (`keras_seg.training.optimizers.SGD`), for the optimizer A/B in bench_results/perf.md.
 
@@ -93,6 +101,12 @@ if os.environ.get("AB_FOLD_EARLY") == "1":  # every folded kernel computed at th
 if os.environ.get("AB_RELAXED_PREDICT") == "1":  # every shape to the unknown-batch trace
     import keras_seg.tracing
     keras_seg.tracing.ExactShapes.for_inputs = lambda self, *args: self.relaxed
+if os.environ.get("AB_PREDICTOR_COPY") == "1":  # Predictor runs its folded copy everywhere
+    from keras_seg.inference import Predictor
+    Predictor._runs_own_predict = lambda self, model: False
+if os.environ.get("AB_FOLD_EACH_CALL") == "1":  # no folded kernels kept in a frozen process
+    import keras_seg.fold
+    keras_seg.fold.FOLD_ONCE_DTYPES = frozenset()
 if os.environ.get("AB_KEEP_BUILD_GARBAGE") == "1":  # build() without its gc.collect()
     import keras_seg.registry
     keras_seg.registry._without_build_garbage = lambda model: model
@@ -133,14 +147,25 @@ else:
         call = lambda: model.predict_on_batch(x)
         if os.environ.get("AB_COPY_OUTPUT") == "1":  # as Keras' own, whose Tensor.numpy() copies
             call = lambda: model.predict_on_batch(x).copy()
+        if job["also_batch"]:  # a second batch size in the same process, as the peers worker
+            x2, _ = numpy_batch(job["also_batch"], 512, 21, seed=2)
+            also = lambda: model.predict_on_batch(x2)
 for _ in range(job["warmup"]):
     call()
-times = []
+    if job["also_batch"]:
+        also()
+times, also_times = [], []
 for _ in range(job["steps"]):
     start = time.perf_counter()
     call()
     times.append(time.perf_counter() - start)
+    if job["also_batch"]:
+        start = time.perf_counter()
+        also()
+        also_times.append(time.perf_counter() - start)
 out = {"step_s": statistics.median(times), "peak_rss_mib": peak_rss_mib()}
+if also_times:
+    out["also_step_s"] = statistics.median(also_times)
 if not job["config"] and job["phase"] == "predictor":  # Predictor() and its first call
     out |= {"setup_s": setup, "frozen": predictor.frozen}
 print(json.dumps(out))
@@ -157,6 +182,12 @@ def main() -> int:
     )
     p.add_argument("--size", type=int, default=256, help="--config's square crop")
     p.add_argument("--batch", type=int, help="--config's batch size (2), or `infer`'s (1) at 512")
+    p.add_argument(
+        "--also-batch",
+        type=int,
+        help="`infer` also calls predict_on_batch at this batch size in the same process "
+        "(warmed and timed alternately with --batch), as the peers worker does",
+    )
     p.add_argument("--phase", choices=("train", "infer", "predictor"), default="train")
     p.add_argument("--precision", choices=("float32", "bf16"), default="float32")
     p.add_argument("--rounds", type=int, default=3)
@@ -182,6 +213,7 @@ def main() -> int:
             "config": args.config,
             "size": args.size,
             "batch": args.batch,
+            "also_batch": args.also_batch if args.phase == "infer" else None,
         }
     )
     samples: dict[str, list[dict]] = {c[0]: [] for c in args.candidate}
@@ -201,6 +233,11 @@ def main() -> int:
             print(
                 f"round {round_ + 1} {name}: step {sample['step_s']:.3f} s, "
                 f"peak RSS {sample['peak_rss_mib']:.0f} MiB"
+                + (
+                    f", batch {args.also_batch} {sample['also_step_s']:.3f} s"
+                    if "also_step_s" in sample
+                    else ""
+                )
                 + (f", setup {sample['setup_s']:.2f} s" if "setup_s" in sample else ""),
                 flush=True,
             )
@@ -208,6 +245,11 @@ def main() -> int:
         name: {
             "median_step_s": statistics.median(s["step_s"] for s in runs),
             "median_peak_rss_mib": statistics.median(s["peak_rss_mib"] for s in runs),
+            **(
+                {"median_also_step_s": statistics.median(s["also_step_s"] for s in runs)}
+                if "also_step_s" in runs[0]
+                else {}
+            ),
             "samples": runs,
         }
         for name, runs in samples.items()
@@ -216,6 +258,11 @@ def main() -> int:
         print(
             f"{name}: median step {row['median_step_s']:.3f} s, "
             f"median peak RSS {row['median_peak_rss_mib']:.0f} MiB"
+            + (
+                f", batch {args.also_batch} {row['median_also_step_s']:.3f} s"
+                if "median_also_step_s" in row
+                else ""
+            )
         )
     if args.output:
         report = {

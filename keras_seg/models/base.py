@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from keras_seg.fold import live_folded_call
 from keras_seg.machine import refuse_training_if_frozen
+from keras_seg.machine import weights_assumed_frozen
 from keras_seg.tracing import ExactShapes
 
 
@@ -42,7 +43,18 @@ class SegmentationModel(keras.Model):
 
     def predict_step(self, data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        return live_folded_call(self, x)
+        return live_folded_call(self, x, self._fold_once())
+
+    def _fold_once(self) -> dict | None:
+        """Where this process declares its weights frozen (`keras_seg.machine.inference_only`:
+        oneDNN keeps the first filters it sees, training is refused), the dict in which
+        `live_folded_call` keeps the folded kernels it computes at the first call, shared by
+        every trace; None elsewhere (each call folds the current weights)."""
+        if not weights_assumed_frozen():
+            return None
+        if getattr(self, "_folded_once", None) is None:
+            self._folded_once = {}
+        return self._folded_once
 
     def test_step(self, data):
         """Keras' `test_step` (loss, metrics) with the forward pass folded as `predict_step`'s:
@@ -55,7 +67,7 @@ class SegmentationModel(keras.Model):
 
     def call(self, inputs, training=None, mask=None):
         if getattr(self, "_fold_inference_calls", False) and not training:
-            return live_folded_call(self, inputs)
+            return live_folded_call(self, inputs, self._fold_once())
         return super().call(inputs, training=training, mask=mask)
 
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
