@@ -48,8 +48,9 @@ class SegmentationModel(keras.Model):
     def _fold_once(self) -> dict | None:
         """Where this process declares its weights frozen (`keras_seg.machine.inference_only`:
         oneDNN keeps the first filters it sees, training is refused), the dict in which
-        `live_folded_call` keeps the folded kernels it computes at the first call, shared by
-        every trace; None elsewhere (each call folds the current weights)."""
+        `live_folded_call` keeps the folded kernels `predict_step` computes at its first
+        call, shared by every trace; None elsewhere (each call folds the current weights).
+        `evaluate`'s `test_step` folds on each call."""
         if not weights_assumed_frozen():
             return None
         if getattr(self, "_folded_once", None) is None:
@@ -67,7 +68,10 @@ class SegmentationModel(keras.Model):
 
     def call(self, inputs, training=None, mask=None):
         if getattr(self, "_fold_inference_calls", False) and not training:
-            return live_folded_call(self, inputs, self._fold_once())
+            # Folded on each call even where the weights are frozen: inside `__call__` Keras
+            # reads the kernels cast to the compute dtype already, so a kept fold would
+            # differ from `predict_step`'s by that rounding (see `_fold_once`).
+            return live_folded_call(self, inputs)
         return super().call(inputs, training=training, mask=mask)
 
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
