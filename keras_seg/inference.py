@@ -90,7 +90,8 @@ class Predictor:
     every call. Under oneDNN on the AMX Xeon at 512 batch 1 (2026-12-03,
     bench_results/ab_predictor_own_*_bf16.json): U-Net ResNet-34 0.056 -> 0.045 s a call,
     DeepLabV3+ ResNet-50 0.077 -> 0.066 s, peak RSS within 10 MiB, 0.5 s more before the
-    first result (the folds, computed eagerly).
+    first result (computing the folds). Its logits are then exactly the model's `predict`'s,
+    which round the fold to bfloat16 a little differently from the copy's float64 fold.
 
     A model trained in a mixed precision this machine only emulates (mixed_bfloat16 on a
     CPU without native bfloat16, mixed_float16 without a GPU) runs as a float32 copy with

@@ -49,6 +49,13 @@ unknown batch dimension, as before `keras_seg.tracing`) instead of the exact-sha
     python tools/ab_process_env.py --row deeplabv3plus_resnet50 --phase infer \
         --precision bf16 --rounds 4 --steps 6 --warmup 3 --candidate relaxed \
         AB_RELAXED_PREDICT=1 --candidate exact --output bench_results/ab_exact_shapes_deeplabv3plus_bf16.json
+`AB_PREDICTOR_COPY=1` makes `Predictor` run its folded copy also where it would run the
+model's own predict step (a bfloat16 model in a process whose weights are frozen):
+    python tools/ab_process_env.py --row unet_resnet34 --phase predictor --precision bf16 \
+        --rounds 3 --steps 5 --warmup 3 \
+        --candidate copy TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1 AB_PREDICTOR_COPY=1 \
+        --candidate own TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1 \
+        --output bench_results/ab_predictor_own_unet_resnet34_bf16.json
 `AB_FOLD_EACH_CALL=1` folds BatchNorm into the kernels on every call also where the weights
 are declared frozen (`keras_seg.fold.FOLD_ONCE_DTYPES` empty); `--also-batch 4` runs batch 4
 in the same process, as the peers worker does:
