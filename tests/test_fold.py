@@ -329,12 +329,12 @@ def test_a_mixed_precision_models_evaluate_runs_folded():
     assert got == pytest.approx(want, rel=2e-2)
 
 
-def _fold_products(model):
-    """The kernel-sized `Mul`s of a model's traced predict_step: one per folded kernel."""
+def _fold_products(fn):
+    """The kernel-sized `Mul`s of `fn` (a `tf.function` of one image batch) traced at 64x64:
+    one per kernel it folds on the call."""
     import tensorflow as tf
 
-    spec = tf.TensorSpec((1, 64, 64, 3))
-    graph = tf.function(model.predict_step).get_concrete_function(spec).graph
+    graph = fn.get_concrete_function(tf.TensorSpec((1, 64, 64, 3))).graph
     return [
         op
         for op in graph.get_operations()
@@ -349,8 +349,10 @@ def test_float32_folded_kernels_wait_for_their_layers_input_and_bfloat16_ones_do
     convolution ran (a second copy of the weights at the activations' peak); deferred, each
     waits for its layer's input, or for the input of the Pad before it (oneDNN merges the Pad
     into the convolution, so waiting on the Pad would be a cycle: predict would fail)."""
+    import tensorflow as tf
+
     model = small_model("unet", backbone="resnet18", base_filters=64, depth=4)
-    products = _fold_products(model)
+    products = _fold_products(tf.function(model.predict_step))
     assert len(products) == _live_foldable(model) > 0
     for op in products:
         assert [c.type for c in op.control_inputs] not in ([], ["Pad"]), op.name
@@ -360,7 +362,7 @@ def test_float32_folded_kernels_wait_for_their_layers_input_and_bfloat16_ones_do
         model.predict_on_batch(x), want, rtol=1e-4, atol=1e-4 * np.abs(want).max()
     )
     mixed, _ = _mixed_and_float32("unet")
-    assert all(not op.control_inputs for op in _fold_products(mixed))
+    assert all(not op.control_inputs for op in _fold_products(tf.function(mixed.predict_step)))
 
 
 def test_folded_once_the_kernels_are_kept_and_shared_by_every_trace():
@@ -389,17 +391,7 @@ def test_folded_once_the_kernels_are_kept_and_shared_by_every_trace():
     for a, b in zip(got, [each(x[:1]).numpy(), each(x).numpy()], strict=True):
         np.testing.assert_array_equal(a, b)
 
-    def products(fn):
-        graph = fn.get_concrete_function(tf.TensorSpec((1, 64, 64, 3))).graph
-        return [
-            op
-            for op in graph.get_operations()
-            if op.type == "Mul"
-            and op.outputs[0].shape.rank == 4
-            and any(i.op.type == "ReadVariableOp" for i in op.inputs)
-        ]
-
-    assert products(kept) == [] and len(products(each)) == _live_foldable(mixed)
+    assert _fold_products(kept) == [] and len(_fold_products(each)) == _live_foldable(mixed)
     for conv in foldable_pairs(mixed).values():  # what the kept tensors stand for
         conv.kernel.assign(conv.kernel * 0.5)
     assert np.array_equal(kept(x).numpy(), got[1]), "the kept kernels are what it computes"
