@@ -64,6 +64,13 @@ in the same process, as the peers worker does:
         --candidate each TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1 AB_FOLD_EACH_CALL=1 \
         --candidate once TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1 \
         --output bench_results/ab_fold_once_deeplabv3plus_bf16.json
+`AB_DEPTHWISE_FOLD=1` runs every dilated depthwise step of inference as Keras' space-to-batch
+fold (no `keras_seg.layers.convolution.banded_taps`):
+    python tools/ab_process_env.py --row deeplabv3plus_resnet50 --phase infer --batch 1 \
+        --also-batch 4 --rounds 3 --steps 4 --warmup 2 \
+        --candidate fold TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1 AB_DEPTHWISE_FOLD=1 \
+        --candidate banded TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1 \
+        --output bench_results/ab_banded_deeplabv3plus_f32.json
 The environment variable `AB_KERAS_SGD=1` trains with Keras's own SGD instead of keras_seg's
 (`keras_seg.training.optimizers.SGD`), for the optimizer A/B in bench_results/perf.md.
 
@@ -114,6 +121,9 @@ if os.environ.get("AB_PREDICTOR_COPY") == "1":  # Predictor runs its folded copy
 if os.environ.get("AB_FOLD_EACH_CALL") == "1":  # no folded kernels kept in a frozen process
     import keras_seg.fold
     keras_seg.fold.FOLD_ONCE_DTYPES = frozenset()
+if os.environ.get("AB_DEPTHWISE_FOLD") == "1":  # no banded_taps: Keras' space-to-batch fold
+    import keras_seg.layers.convolution
+    keras_seg.layers.convolution.BANDED_TAPS_ABOVE = float("inf")
 if os.environ.get("AB_KEEP_BUILD_GARBAGE") == "1":  # build() without its gc.collect()
     import keras_seg.registry
     keras_seg.registry._without_build_garbage = lambda model: model

@@ -1,4 +1,5 @@
-"""Dilated depthwise training step: space-to-batch fold against `shifted_taps`, per map size.
+"""Dilated depthwise step: space-to-batch fold against `shifted_taps` (training) or
+`banded_taps` (`--inference`), per map size.
 
 For each `--case RATE:SIZE` and each form, a fresh process builds an `AtrousSeparableConv2D`
 (3x3, 2048 -> 256 channels: DeepLabV3+ ResNet-50's ASPP branch), runs its forward pass and
@@ -8,14 +9,21 @@ The forms alternate per case. `keras_seg.layers.convolution.SHIFTED_TAPS_ABOVE` 
 worker to force one form; the ratio of the fold's padded area to the map's is reported, the
 figure that threshold is compared with.
 
-Example (bench_results/depthwise_fold_vs_shifted.json):
+With `--inference` each step is the layer's forward pass alone (`training=False`), in
+float32 or, with `--dtype bfloat16`, under the `mixed_bfloat16` policy, the fold against
+`banded_taps` (`BANDED_TAPS_ABOVE` forced the same way).
+
+Examples (bench_results/depthwise_fold_vs_shifted.json, depthwise_fold_vs_banded_*.json):
     python tools/depthwise_fold_vs_shifted.py --output bench_results/depthwise_fold_vs_shifted.json
+    python tools/depthwise_fold_vs_shifted.py --inference --batch 1 --case 6:32 12:32 18:32 \
+        --output bench_results/depthwise_fold_vs_banded_bs1_float32.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from datetime import datetime
@@ -37,15 +45,21 @@ import tensorflow as tf
 from keras_seg.layers import convolution
 
 form, rate, size, batch, repeats = sys.argv[1], *map(int, sys.argv[2:6])
+dtype = sys.argv[6]
 convolution.SHIFTED_TAPS_ABOVE = 0.0 if form == "shifted" else float("inf")
+convolution.BANDED_TAPS_ABOVE = 0.0 if form == "banded" else float("inf")
 shape = (batch, size, size, 2048)
-x = tf.constant(np.random.default_rng(0).normal(size=shape).astype("float32"))
-layer = convolution.AtrousSeparableConv2D(256, 3, padding="same", dilation_rate=rate)
+x = tf.constant(np.random.default_rng(0).normal(size=shape).astype("float32"), dtype=dtype)
+policy = "float32" if dtype == "float32" else "mixed_" + dtype
+layer = convolution.AtrousSeparableConv2D(256, 3, padding="same", dilation_rate=rate,
+                                          dtype=policy)
 layer.build(shape)
 
 
 @tf.function
 def step(x):
+    if os.environ.get("INFERENCE") == "1":
+        return [layer(x, training=False)]
     with tf.GradientTape() as tape:
         tape.watch(x)
         y = layer(x, training=True)
@@ -79,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--case", nargs="+", default=["6:16", "12:16", "12:20", "12:32", "18:32"],
                    help="RATE:SIZE")  # fmt: skip
     p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--inference", action="store_true", help="forward only: fold vs banded")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--output", required=True)
     args = p.parse_args(argv)
@@ -86,19 +102,21 @@ def main(argv: list[str] | None = None) -> int:
     for case in args.case:
         rate, size = map(int, case.split(":"))
         row = {"rate": rate, "size": size, "padded_ratio": padded_ratio(rate, size)}
-        for form in ("fold", "shifted"):
+        other = "banded" if args.inference else "shifted"
+        for form in ("fold", other):
             command = [sys.executable, "-c", _WORKER, form, str(rate), str(size),
-                       str(args.batch), str(args.repeats)]  # fmt: skip
-            done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+                       str(args.batch), str(args.repeats), args.dtype]  # fmt: skip
+            env = {**os.environ, "INFERENCE": "1" if args.inference else "0"}
+            done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env)
             if done.returncode:
                 tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
                 raise SystemExit(f"depthwise_fold_vs_shifted: {case} {form}: {tail}")
             row[form] = json.loads(done.stdout.strip().splitlines()[-1])
         print(
             f"rate {rate} @{size} (fold pads {row['padded_ratio']:.1f}x): "
-            f"fold {row['fold']['median_ms']:.0f} ms {row['fold']['allocator_peak_mib']:.0f} MiB, "
-            f"shifted {row['shifted']['median_ms']:.0f} ms "
-            f"{row['shifted']['allocator_peak_mib']:.0f} MiB",
+            f"fold {row['fold']['median_ms']:.1f} ms {row['fold']['allocator_peak_mib']:.0f} MiB, "
+            f"{other} {row[other]['median_ms']:.1f} ms "
+            f"{row[other]['allocator_peak_mib']:.0f} MiB",
             flush=True,
         )
         results.append(row)
@@ -108,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_info(),
         "versions": versions(),
         "batch": args.batch,
+        "step": "inference" if args.inference else "training",
+        "dtype": args.dtype,
         "results": results,
     }
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)

@@ -27,6 +27,7 @@ from keras_seg.export import graph
 from keras_seg.export.metadata import ExportMetadata
 from keras_seg.export.verify import default_check_images
 from keras_seg.export.verify import publish_checked
+from keras_seg.layers import depthwise_space_to_batch
 
 #: None is float32; the others are `keras_seg.config.QUANTIZATIONS`.
 QUANTIZATIONS = (None, *_NAMED)
@@ -134,7 +135,8 @@ def convert(
     def serve(images):
         return graph.outputs(run(tf.cast(images, tf.float32)))
 
-    serve.get_concrete_function()
+    with depthwise_space_to_batch():  # see keras_seg.layers.convolution
+        serve.get_concrete_function()
     with tempfile.TemporaryDirectory() as saved_dir:
         # No archive.track(model): add_endpoint tracks the variables the endpoint uses, and
         # tracking the model would walk (and trace) every layer, seconds per export.

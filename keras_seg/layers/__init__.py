@@ -14,6 +14,7 @@ from keras_seg.layers.convolution import AtrousConv2D
 from keras_seg.layers.convolution import AtrousDepthwiseConv2D
 from keras_seg.layers.convolution import AtrousSeparableConv2D
 from keras_seg.layers.convolution import conv2d_class
+from keras_seg.layers.convolution import depthwise_space_to_batch
 from keras_seg.layers.convolution import keras_dilated_convolution
 from keras_seg.layers.convolution import native_dilated_convolution
 from keras_seg.layers.convolution import recompute_in_backward
@@ -50,6 +51,7 @@ __all__ = [
     "ResizeToMatch",
     "aspp",
     "conv2d_class",
+    "depthwise_space_to_batch",
     "keras_dilated_convolution",
     "native_dilated_convolution",
     "recompute_in_backward",

@@ -24,7 +24,12 @@ copies it no longer keeps are 191 MiB (rate 18 folds a 16x16 map into 54x54 of p
 And where a rate reaches past the map, the taps that read only padding are cropped from the
 kernel (`visible_taps`): that rate-18 branch is then a 1x1 depthwise product, no fold at all.
 Where the fold would still be mostly padding (rate 12 on that map: 48x48), the step is a sum
-of one product per tap over the part of the map it reads (`shifted_taps`).
+of one product per tap over the part of the map it reads (`shifted_taps`). In inference the
+same cropping applies, and in float32, where the fold would be more than 4x the map (rate 18
+on the 32x32 map of a 512 input: 72x72), the step is computed band by band from slices of
+the map (`banded_taps`): at batch 4 that branch's transient memory fell from 331 to 150 MiB
+and its time from 42 to 30 ms. The TFLite export traces Keras' form instead
+(`depthwise_space_to_batch()`), which the converter makes one dilated DEPTHWISE_CONV_2D.
 
 ONNX: ONNX Runtime refuses a dilated Conv with `auto_pad` SAME, which tf2onnx makes of the
 op, but converts the space-to-batch form, so the ONNX export traces inside
@@ -46,6 +51,7 @@ from keras_seg.machine import gpu_available
 from keras_seg.machine import onednn_enabled
 
 _KERAS_PATH = [False]
+_DEPTHWISE_FOLD = [False]
 
 
 def native_dilated_convolution() -> bool:
@@ -79,13 +85,30 @@ def recompute_in_backward(fn: Callable[..., tf.Tensor]) -> Callable[..., tf.Tens
 
 
 @contextlib.contextmanager
-def keras_dilated_convolution() -> Iterator[None]:
-    """Within it, `AtrousConv2D` traces Keras' space-to-batch form (for the ONNX export)."""
-    before, _KERAS_PATH[0] = _KERAS_PATH[0], True
+def _set(flag: list[bool]) -> Iterator[None]:
+    before, flag[0] = flag[0], True
     try:
         yield
     finally:
-        _KERAS_PATH[0] = before
+        flag[0] = before
+
+
+@contextlib.contextmanager
+def depthwise_space_to_batch() -> Iterator[None]:
+    """Within it, `AtrousSeparableConv2D` / `AtrousDepthwiseConv2D` trace Keras' own call
+    (space-to-batch) at any size: the TFLite export's form, which the converter turns into
+    one dilated DEPTHWISE_CONV_2D with per-channel int8 scales (`banded_taps`' products of
+    slices would be elementwise MULs with one scale per tensor)."""
+    with _set(_DEPTHWISE_FOLD):
+        yield
+
+
+@contextlib.contextmanager
+def keras_dilated_convolution() -> Iterator[None]:
+    """Within it, every dilated convolution of this module traces Keras' space-to-batch form
+    (`AtrousConv2D` included; for the ONNX export)."""
+    with _set(_KERAS_PATH), depthwise_space_to_batch():
+        yield
 
 
 @keras.saving.register_keras_serializable(package="keras_seg")
@@ -116,16 +139,20 @@ class AtrousConv2D(keras.layers.Conv2D):
         )
 
 
-def _depthwise_recomputed(layer, inputs, kernel, training):
-    """The layer's depthwise step; when training a dilated one, through `recompute_in_backward`
-    (after `visible_taps` crops the taps that read only padding; none left dilated: direct).
+def _depthwise_step(layer, inputs, kernel, training):
+    """The layer's dilated depthwise step where keras_seg does better than Keras' own call;
+    None elsewhere (Keras' call then runs).
 
-    None where that does not apply (Keras' own call then runs)."""
-    if not (
-        training
-        and keras.backend.backend() == "tensorflow"
-        and layer.data_format == "channels_last"
-        and max(layer.dilation_rate) > 1
+    Training: `visible_taps` crops the taps that read only padding (none left dilated:
+    direct), then the step runs through `recompute_in_backward`, as `shifted_taps` where the
+    fold would be mostly padding. Inference in float32 where the fold would still be
+    `BANDED_TAPS_ABOVE` times the map: `banded_taps`, whose peak is the output's size, not
+    the fold's. Inside `depthwise_space_to_batch()`: always None."""
+    if (
+        _DEPTHWISE_FOLD[0]
+        or keras.backend.backend() != "tensorflow"
+        or layer.data_format != "channels_last"
+        or max(layer.dilation_rate) == 1
     ):
         return None
 
@@ -141,7 +168,12 @@ def _depthwise_recomputed(layer, inputs, kernel, training):
             data_format=layer.data_format,
         )
 
-    if max(rates) == 1:  # no space-to-batch copy left to recompute
+    if max(rates) == 1:  # no space-to-batch copy left
+        return depthwise(inputs, kernel)
+    if not training:
+        ratio = _fold_area_ratio(layer, inputs.shape, kernel.shape, rates)
+        if inputs.dtype == tf.float32 and ratio > BANDED_TAPS_ABOVE:
+            return banded_taps(inputs, kernel, rates)
         return depthwise(inputs, kernel)
     step = depthwise
     if _fold_is_mostly_padding(layer, inputs.shape, kernel.shape, rates):
@@ -157,10 +189,22 @@ def _depthwise_recomputed(layer, inputs, kernel, training):
 SHIFTED_TAPS_ABOVE = 8.0
 
 
-def _fold_is_mostly_padding(layer, input_shape, kernel_shape, rates) -> bool:
-    """Whether space-to-batch would fold `input_shape`'s map into more than
-    `SHIFTED_TAPS_ABOVE` times its area of padding ("same" padding, stride 1, an odd kernel,
-    depth multiplier 1 and a static map size; otherwise False)."""
+#: Above this ratio of the fold's padded area to the map's, inference in float32 runs
+#: `banded_taps`. An AtrousSeparableConv2D 2048 -> 256 on DeepLabV3+ ResNet-50's 32x32 ASPP
+#: map at 512 (forward; AMX Xeon, oneDNN, 2026-12-04; `python tools/depthwise_fold_vs_shifted.py
+#: --inference --case 6:32 12:32 18:32 --batch 1` (and 4, and `--dtype bfloat16`);
+#: bench_results/depthwise_fold_vs_banded_*.json), fold against banded: rate 18 (72x72,
+#: 5.1x) 9.9 -> 7.9 ms at batch 1, 42 -> 30 ms and allocator peak 331 -> 150 MiB at batch 4;
+#: rate 12 (60x60, 3.5x) 7.3 -> 10.6 ms, 36 -> 40 ms; rate 6 (2.2x) 6.5 -> 12.2 ms. In
+#: bfloat16 (mixed_bfloat16) banded was no faster (rate 18 at batch 1 5.3 -> 5.9 ms) and the
+#: folds are half the size, so bfloat16 keeps the fold.
+BANDED_TAPS_ABOVE = 4.0
+
+
+def _fold_area_ratio(layer, input_shape, kernel_shape, rates) -> float:
+    """The area space-to-batch would fold `input_shape`'s map into (padded to a multiple of
+    the rates) over the map's ("same" padding, stride 1, an odd kernel, depth multiplier 1
+    and a static map size; otherwise 0)."""
     sizes = input_shape[1:3]
     if (
         layer.padding != "same"
@@ -169,12 +213,18 @@ def _fold_is_mostly_padding(layer, input_shape, kernel_shape, rates) -> bool:
         or kernel_shape[3] != 1
         or any(k % 2 == 0 for k in kernel_shape[:2])
     ):
-        return False
+        return 0.0
     padded = [
         -(-(size + (k - 1) * d) // d) * d  # "same" padding, rounded up to a multiple of d
         for size, k, d in zip(sizes, kernel_shape[:2], rates, strict=True)
     ]
-    return padded[0] * padded[1] > SHIFTED_TAPS_ABOVE * sizes[0] * sizes[1]
+    return padded[0] * padded[1] / (sizes[0] * sizes[1])
+
+
+def _fold_is_mostly_padding(layer, input_shape, kernel_shape, rates) -> bool:
+    """Whether space-to-batch would fold the map into more than `SHIFTED_TAPS_ABOVE` times
+    its area (`_fold_area_ratio`)."""
+    return _fold_area_ratio(layer, input_shape, kernel_shape, rates) > SHIFTED_TAPS_ABOVE
 
 
 def shifted_taps(x, kernel, rates):
@@ -200,6 +250,46 @@ def shifted_taps(x, kernel, rates):
             term = tf.pad(term, [(0, 0), rows, cols, (0, 0)])
             total = term if total is None else total + term
     return total
+
+
+def _bands(size: int, rate: int, half: int) -> list[tuple[int, int]]:
+    """`[start, stop)` runs of output rows (or columns) along which the same taps of a
+    `2 * half + 1` kernel at `rate` stay inside a map of `size`."""
+    cuts = {0, size}
+    for j in range(1, half + 1):
+        cuts.update(c for c in (j * rate, size - j * rate) if 0 < c < size)
+    cuts = sorted(cuts)
+    return list(zip(cuts[:-1], cuts[1:], strict=False))
+
+
+def banded_taps(x, kernel, rates):
+    """A depthwise convolution (as `shifted_taps`: "same" padding, stride 1, odd kernel,
+    depth multiplier 1) computed band by band: the output is cut where a tap starts or stops
+    reading inside the map, and each band is the sum of its taps' products over slices of
+    the input, then the bands are concatenated. No padded copy and no full-size term per tap
+    (which `shifted_taps` pads, for the gradient's sake): the output is the largest tensor
+    made. For inference; Keras' values up to float rounding."""
+    kh, kw = kernel.shape[:2]
+    height, width = x.shape[1:3]
+    rows = []
+    for top, bottom in _bands(height, rates[0], kh // 2):
+        cols = []
+        for left, right in _bands(width, rates[1], kw // 2):
+            total = None
+            for i in range(kh):
+                dy = (i - kh // 2) * rates[0]
+                if top + dy < 0 or bottom + dy > height:
+                    continue  # this band's rows read padding through tap row i
+                for j in range(kw):
+                    dx = (j - kw // 2) * rates[1]
+                    if left + dx < 0 or right + dx > width:
+                        continue
+                    seen = x[:, top + dy : bottom + dy, left + dx : right + dx, :]
+                    term = seen * kernel[i, j, :, 0]
+                    total = term if total is None else total + term
+            cols.append(total)
+        rows.append(cols[0] if len(cols) == 1 else tf.concat(cols, axis=2))
+    return rows[0] if len(rows) == 1 else tf.concat(rows, axis=1)
 
 
 def visible_taps(layer, input_shape, kernel):
@@ -239,7 +329,7 @@ class AtrousSeparableConv2D(keras.layers.SeparableConv2D):
     as in `tf.nn.separable_conv2d`."""
 
     def call(self, inputs, training=None):
-        x = _depthwise_recomputed(self, inputs, self.depthwise_kernel, training)
+        x = _depthwise_step(self, inputs, self.depthwise_kernel, training)
         if x is None:
             return super().call(inputs)
         kernel = keras.ops.cast(self.pointwise_kernel, x.dtype)
@@ -254,7 +344,7 @@ class AtrousDepthwiseConv2D(keras.layers.DepthwiseConv2D):
     space-to-batch copy (`recompute_in_backward`)."""
 
     def call(self, inputs, training=None):
-        outputs = _depthwise_recomputed(self, inputs, self.kernel, training)
+        outputs = _depthwise_step(self, inputs, self.kernel, training)
         if outputs is None:
             return super().call(inputs)
         return _bias_activation(self, outputs)

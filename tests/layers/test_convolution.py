@@ -27,6 +27,7 @@ from keras_seg.layers import AtrousDepthwiseConv2D
 from keras_seg.layers import AtrousSeparableConv2D
 from keras_seg.layers import conv2d_class
 from keras_seg.layers import convolution
+from keras_seg.layers import depthwise_space_to_batch
 from keras_seg.layers import keras_dilated_convolution
 from keras_seg.layers import native_dilated_convolution
 from tests.helpers import random_images
@@ -200,7 +201,7 @@ def test_recomputed_depthwise_equals_keras_in_value_and_gradient(kind, rate):
     assert len(got) == len(want) == (5 if kind == "separable" else 4)  # y, x, kernels, bias
     for a, b in zip(got, want, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * np.abs(b).max())
-    np.testing.assert_array_equal(ours(x).numpy(), theirs(x).numpy())  # inference: Keras' call
+    np.testing.assert_array_equal(ours(x).numpy(), theirs(x).numpy())  # inference
 
 
 def _training_op_types(layer, shape) -> set[str]:
@@ -261,6 +262,51 @@ def test_which_folds_are_mostly_padding():
     assert not mostly(layer, (None, None, None, 6), kernel, (12, 12))  # size unknown
     assert not mostly(layer, (4, 16, 16, 6), (3, 3, 6, 2), (12, 12))  # depth multiplier 2
     assert not mostly(layer, (4, 16, 16, 6), (4, 4, 6, 1), (12, 12))  # even kernel
+
+
+def _inference_op_types(layer, shape, dtype=tf.float32) -> set[str]:
+    traced = tf.function(lambda x: layer(x, training=False))
+    graph = traced.get_concrete_function(tf.TensorSpec(shape, dtype)).graph
+    return {op.type for op in graph.get_operations()}
+
+
+@pytest.mark.parametrize("kind", ["separable", "depthwise"])
+@pytest.mark.parametrize(
+    "shape, rate, banded",
+    [
+        ((2, 32, 32, 6), 18, True),  # 72x72 / 32x32 = 5.1: DeepLabV3+'s rate 18 at 512
+        ((2, 13, 30, 6), 10, True),  # 40x50 / 13x30 = 5.1, rows 3..9 see only the centre row
+        ((2, 16, 16, 6), 12, True),  # 48x48 / 16x16 = 9
+        ((2, 32, 32, 6), 12, False),  # 60x60 / 32x32 = 3.5
+        ((2, 32, 32, 6), 6, False),  # 48x48: 2.25
+    ],
+)
+def test_float32_inference_runs_banded_taps_where_the_fold_is_mostly_padding(
+    kind, shape, rate, banded
+):
+    """Keras' values either way; where space-to-batch would pad the map to more than
+    `BANDED_TAPS_ABOVE` times its area, the traced inference has no SpaceToBatchND (its peak
+    is the output, not the fold); `depthwise_space_to_batch()` (the TFLite export) keeps the
+    fold everywhere."""
+    ours, theirs = _depthwise_pair(kind, rate)
+    x = _input(shape)
+    want = theirs(x).numpy()
+    np.testing.assert_allclose(
+        ours(x, training=False), want, rtol=1e-5, atol=1e-5 * np.abs(want).max()
+    )
+    assert ("SpaceToBatchND" in _inference_op_types(ours, shape)) != banded
+    with depthwise_space_to_batch():
+        ops = _inference_op_types(ours, shape)
+        assert "SpaceToBatchND" in ops and "ConcatV2" not in ops
+        np.testing.assert_array_equal(ours(x, training=False), want)
+
+
+def test_bfloat16_inference_keeps_the_fold():
+    """mixed_bfloat16: the elementwise products were no faster than the fold there."""
+    ours, theirs = _depthwise_pair("separable", 18, dtype="mixed_bfloat16")
+    x = _input((2, 32, 32, 6))
+    assert "SpaceToBatchND" in _inference_op_types(ours, x.shape)
+    np.testing.assert_array_equal(ours(x, training=False), theirs(x))
 
 
 def test_recomputed_depthwise_in_mixed_bfloat16():
@@ -347,3 +393,28 @@ def test_a_model_with_atrous_convolutions_exports_to_tflite_with_builtin_ops(tmp
     report = export.verify(model, path, images)
     assert report.pixel_agreement >= 0.999
     assert TFLiteModel(path).predict(images)["class_map"].shape == (2, 64, 64)
+
+
+def test_the_tflite_export_keeps_each_dilated_depthwise_one_op(tmp_path):
+    """DeepLabV3+ (separable, as SMP's) at 128 (an 8x8 ASPP map): float32 inference computes
+    the rate-6 branch as `banded_taps` (no SpaceToBatchND left in its graph), but the TFLite export traces the space-to-batch form, which the
+    converter makes one DEPTHWISE_CONV_2D per depthwise layer (the other rates see only their
+    centre tap), and its class maps agree with the Keras model's."""
+    from keras_seg import export
+    from keras_seg.export.tflite_export import operators
+
+    model = keras_seg.build("deeplabv3plus", num_classes=3, backbone="resnet18", separable=True)
+    depthwise = [
+        layer
+        for layer in walk_layers(model)
+        if isinstance(layer, (keras.layers.SeparableConv2D, keras.layers.DepthwiseConv2D))
+    ]
+    x = tf.zeros((1, 128, 128, 3))
+    traced = tf.function(lambda x: model(x, training=False)).get_concrete_function(x)
+    assert "SpaceToBatchND" not in {op.type for op in traced.graph.get_operations()}
+    images = random_images(2, 128, 128).astype("uint8")
+    path = export.tflite(
+        model, tmp_path / "dlv3p.tflite", input_size=(128, 128), check_images=images
+    )
+    assert [name for name, _ in operators(path)].count("DEPTHWISE_CONV_2D") == len(depthwise) > 0
+    assert export.verify(model, path, images).pixel_agreement >= 0.999
