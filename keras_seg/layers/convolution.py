@@ -143,11 +143,12 @@ def _depthwise_step(layer, inputs, kernel, training):
     """The layer's dilated depthwise step where keras_seg does better than Keras' own call;
     None elsewhere (Keras' call then runs).
 
-    Training: `visible_taps` crops the taps that read only padding (none left dilated:
-    direct), then the step runs through `recompute_in_backward`, as `shifted_taps` where the
-    fold would be mostly padding. Inference in float32 where the fold would still be
-    `BANDED_TAPS_ABOVE` times the map: `banded_taps`, whose peak is the output's size, not
-    the fold's. Inside `depthwise_space_to_batch()`: always None."""
+    First `visible_taps` crops the taps that read only padding (none left dilated: the
+    depthwise op directly). Training: the step runs through `recompute_in_backward`, as
+    `shifted_taps` where the fold would be mostly padding. Inference: in float32 where the
+    fold would be more than `BANDED_TAPS_ABOVE` times the map, `banded_taps` (whose largest
+    tensor is the output, not the fold), else the depthwise op. Inside
+    `depthwise_space_to_batch()`: always None."""
     if (
         _DEPTHWISE_FOLD[0]
         or keras.backend.backend() != "tensorflow"
