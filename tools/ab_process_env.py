@@ -75,6 +75,7 @@ fold (no `keras_seg.layers.convolution.banded_taps`):
         --candidate fold TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1 AB_DEPTHWISE_FOLD=1 \
         --candidate banded TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1 \
         --output bench_results/ab_banded_deeplabv3plus_f32.json
+`AB_BANDED_ABOVE=3` sets `BANDED_TAPS_ABOVE` (3: rate 12 on that map banded too).
 The environment variable `AB_KERAS_SGD=1` trains with Keras's own SGD instead of keras_seg's
 (`keras_seg.training.optimizers.SGD`), for the optimizer A/B in bench_results/perf.md.
 
@@ -128,6 +129,9 @@ if os.environ.get("AB_FOLD_EACH_CALL") == "1":  # no folded kernels kept in a fr
 if os.environ.get("AB_DEPTHWISE_FOLD") == "1":  # no banded_taps: Keras' space-to-batch fold
     import keras_seg.layers.convolution
     keras_seg.layers.convolution.BANDED_TAPS_ABOVE = float("inf")
+if os.environ.get("AB_BANDED_ABOVE"):  # another threshold for banded_taps
+    import keras_seg.layers.convolution
+    keras_seg.layers.convolution.BANDED_TAPS_ABOVE = float(os.environ["AB_BANDED_ABOVE"])
 if os.environ.get("AB_KEEP_BUILD_GARBAGE") == "1":  # build() without its gc.collect()
     import keras_seg.registry
     keras_seg.registry._without_build_garbage = lambda model: model

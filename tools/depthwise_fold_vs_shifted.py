@@ -11,7 +11,8 @@ figure that threshold is compared with.
 
 With `--inference` each step is the layer's forward pass alone (`training=False`), in
 float32 or, with `--dtype bfloat16`, under the `mixed_bfloat16` policy, the fold against
-`banded_taps` (`BANDED_TAPS_ABOVE` forced the same way).
+`banded_taps` (`BANDED_TAPS_ABOVE` forced the same way, `BANDED_TAPS_DTYPES` set to the
+dtype).
 
 Examples (bench_results/depthwise_fold_vs_shifted.json, depthwise_fold_vs_banded_*.json):
     python tools/depthwise_fold_vs_shifted.py --output bench_results/depthwise_fold_vs_shifted.json
@@ -48,6 +49,7 @@ form, rate, size, batch, repeats = sys.argv[1], *map(int, sys.argv[2:6])
 dtype = sys.argv[6]
 convolution.SHIFTED_TAPS_ABOVE = 0.0 if form == "shifted" else float("inf")
 convolution.BANDED_TAPS_ABOVE = 0.0 if form == "banded" else float("inf")
+convolution.BANDED_TAPS_DTYPES = frozenset({dtype})
 shape = (batch, size, size, 2048)
 x = tf.constant(np.random.default_rng(0).normal(size=shape).astype("float32"), dtype=dtype)
 policy = "float32" if dtype == "float32" else "mixed_" + dtype

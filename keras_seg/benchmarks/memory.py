@@ -129,12 +129,9 @@ def allocation_events(xplane_path: str) -> list[dict[str, Any]]:
     return sorted(events, key=lambda e: e["time_ps"])
 
 
-def live_at_peak(events: Sequence[dict[str, Any]], model_name: str, optimizer_name: str) -> dict:
-    """What the step allocated and still held when the allocator was fullest: MiB by where it
-    was made (`forward`: the model's ops, `backward`: `gradient_tape/`, `optimizer`, `other`:
-    e.g. a custom gradient's recomputation), its region (an op's `output` or its `temp`
-    scratch) and the op (the last part of its name, e.g. `Conv2DBackpropFilter`), largest
-    first. Allocations from before the trace are in `allocator_in_use_at_peak_mib` only."""
+def live_at_allocator_peak(events: Sequence[dict[str, Any]]) -> tuple[int, dict[Any, dict]]:
+    """`(bytes, live)`: the allocator's bytes in use at its fullest during `events` (-1 if
+    none) and the allocation events of `events` still held then, by address."""
     live: dict[Any, dict[str, Any]] = {}
     peak, at_peak = -1, {}
     for event in events:
@@ -144,6 +141,16 @@ def live_at_peak(events: Sequence[dict[str, Any]], model_name: str, optimizer_na
             live.pop(event["addr"], None)
         if event["in_use"] > peak:
             peak, at_peak = event["in_use"], dict(live)
+    return peak, at_peak
+
+
+def live_at_peak(events: Sequence[dict[str, Any]], model_name: str, optimizer_name: str) -> dict:
+    """What the step allocated and still held when the allocator was fullest: MiB by where it
+    was made (`forward`: the model's ops, `backward`: `gradient_tape/`, `optimizer`, `other`:
+    e.g. a custom gradient's recomputation), its region (an op's `output` or its `temp`
+    scratch) and the op (the last part of its name, e.g. `Conv2DBackpropFilter`), largest
+    first. Allocations from before the trace are in `allocator_in_use_at_peak_mib` only."""
+    peak, at_peak = live_at_allocator_peak(events)
     kinds: collections.Counter = collections.Counter()
     for event in at_peak.values():
         name = event["tf_op"]

@@ -145,9 +145,10 @@ def _depthwise_step(layer, inputs, kernel, training):
 
     First `visible_taps` crops the taps that read only padding (none left dilated: the
     depthwise op directly). Training: the step runs through `recompute_in_backward`, as
-    `shifted_taps` where the fold would be mostly padding. Inference: in float32 where the
-    fold would be more than `BANDED_TAPS_ABOVE` times the map, `banded_taps` (whose largest
-    tensor is the output, not the fold), else the depthwise op. Inside
+    `shifted_taps` where the fold would be mostly padding. Inference: in float32
+    (`BANDED_TAPS_DTYPES`) where the fold would be more than `BANDED_TAPS_ABOVE` times the
+    map, `banded_taps` (whose largest tensor is the output, not the fold), else the
+    depthwise op. Inside
     `depthwise_space_to_batch()`: always None."""
     if (
         _DEPTHWISE_FOLD[0]
@@ -173,7 +174,7 @@ def _depthwise_step(layer, inputs, kernel, training):
         return depthwise(inputs, kernel)
     if not training:
         ratio = _fold_area_ratio(layer, inputs.shape, kernel.shape, rates)
-        if inputs.dtype == tf.float32 and ratio > BANDED_TAPS_ABOVE:
+        if tf.as_dtype(inputs.dtype).name in BANDED_TAPS_DTYPES and ratio > BANDED_TAPS_ABOVE:
             return banded_taps(inputs, kernel, rates)
         return depthwise(inputs, kernel)
     step = depthwise
@@ -197,9 +198,13 @@ SHIFTED_TAPS_ABOVE = 8.0
 #: bench_results/depthwise_fold_vs_banded_*.json), fold against banded: rate 18 (72x72,
 #: 5.1x) 9.9 -> 7.9 ms at batch 1, 42 -> 30 ms and allocator peak 331 -> 150 MiB at batch 4;
 #: rate 12 (60x60, 3.5x) 7.3 -> 10.6 ms, 36 -> 40 ms; rate 6 (2.2x) 6.5 -> 12.2 ms. In
-#: bfloat16 (mixed_bfloat16) banded was no faster (rate 18 at batch 1 5.3 -> 5.9 ms) and the
-#: folds are half the size, so bfloat16 keeps the fold.
+#: the peers row's worker, rate 12 banded too (`BANDED_TAPS_ABOVE` 3) changed neither its
+#: time nor its peak RSS (bench_results/ab_banded_above3_deeplabv3plus_f32.json). In
+#: bfloat16 (mixed_bfloat16) banded was slower at every rate (rate 18 at batch 1 4.3 -> 6.3
+#: ms) and the folds are half the size, so bfloat16 keeps the fold.
 BANDED_TAPS_ABOVE = 4.0
+#: The compute dtypes in which inference runs `banded_taps` (see `BANDED_TAPS_ABOVE`).
+BANDED_TAPS_DTYPES = frozenset({"float32"})
 
 
 def _fold_area_ratio(layer, input_shape, kernel_shape, rates) -> float:
