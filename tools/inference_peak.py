@@ -63,9 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         "mixed_bfloat16" if args.precision == "bf16" else "float32"
     )
     keras.utils.set_random_seed(0)
-    model = _build_keras(
-        {"library": "keras_seg", "spec": ROWS[args.row]["keras_seg"], "num_classes": 21}
-    )
+    table = ROWS[args.row]["small"] if args.small else ROWS[args.row]
+    model = _build_keras({"library": "keras_seg", "spec": table["keras_seg"], "num_classes": 21})
     stage("built")
     for batch in (1, args.batch):
         x, _ = numpy_batch(batch, args.size, 21, seed=1)
