@@ -216,13 +216,12 @@ DEFERRED_FOLD_DTYPES = frozenset({"float32"})
 # ResNet-34 0.061 -> 0.050 s a call at batch 1, 0.169 -> 0.159 s at 4, peak RSS 1125 -> 1155
 # MiB; DeepLabV3+ ResNet-50 0.090 -> 0.070 s and 0.254 -> 0.239 s, 1305 -> 1287 MiB (the kept
 # kernels are half the float32 weights' size, about what each call's products took).
-# float32 (2026-12-04, bench_results/ab_fold_once_*_f32.json): U-Net 0.204 -> 0.186 s and
-# 0.746 -> 0.735 s, 1395 -> 1474 MiB; DeepLabV3+ 0.246 -> 0.226 s and 0.926 -> 0.872 s,
-# 1491 -> 1557 MiB. There the kept copy is as large as the weights; it was held back while
-# the DeepLabV3+ peers row's memory was over SMP's by more than the 10% the peers command
-# checks, until its ASPP's dilated depthwise steps stopped making padded copies
-# (`keras_seg.layers.convolution.banded_taps`).
-FOLD_ONCE_DTYPES = frozenset({"float32", "bfloat16", "float16"})
+# In float32 the kept copy is as large as the weights (2026-12-04,
+# bench_results/ab_fold_once_*_f32.json): U-Net 0.204 -> 0.186 s and 0.746 -> 0.735 s, peak
+# RSS 1395 -> 1474 MiB; DeepLabV3+ 0.246 -> 0.226 s and 0.926 -> 0.872 s, 1491 -> 1557 MiB.
+# With it the peers command's DeepLabV3+ float32 inference row held 1.09x and then 1.15x
+# SMP's peak RSS (its memory check is 1.1; without it 0.95x), so float32 folds on each call.
+FOLD_ONCE_DTYPES = frozenset({"bfloat16", "float16"})
 
 
 def _start_of(inputs: tf.Tensor) -> tf.Tensor:

@@ -209,9 +209,8 @@ def inference_only() -> bool:
     DeepLabV3+ ResNet-50, +98 to +206 MiB for DeepLabV3+ float32 at batch 1 and 4 (the
     peers command's inference worker; bench_results/perf.md).
 
-    keras_seg's models read it too: their predict folds BatchNorm into the kernels (and in
-    bfloat16 casts them) once, not on every call (`keras_seg.fold.FOLD_ONCE_DTYPES`), and
-    keeps that copy of the conv kernels.
+    keras_seg's models read it too: in bfloat16 their predict folds BatchNorm into the
+    kernels and casts them once, not on every call (`keras_seg.fold.FOLD_ONCE_DTYPES`).
 
     The weights must not change afterwards: a kernel would keep computing with the filter
     it saw first. So load or set the weights before predicting, and train elsewhere:

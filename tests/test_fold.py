@@ -365,38 +365,41 @@ def test_float32_folded_kernels_wait_for_their_layers_input_and_bfloat16_ones_do
     assert all(not op.control_inputs for op in _fold_products(tf.function(mixed.predict_step)))
 
 
-@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
-def test_folded_once_the_kernels_are_kept_and_shared_by_every_trace(dtype):
+def test_folded_once_the_kernels_are_kept_and_shared_by_every_trace():
     """Given `once` (a process whose weights are frozen, see `SegmentationModel._fold_once`),
-    folded kernels are computed at the first call and kept in the compute dtype: the traced
-    graphs multiply no kernel, every trace reads the same kept tensors, the logits are those
-    of the fold on each call, and they no longer follow the weights."""
+    bfloat16 folded kernels are computed at the first call and kept: the traced graphs
+    multiply no kernel, every trace reads the same kept tensors, the logits are those of
+    the fold on each call, and they no longer follow the weights. float32 keeps folding on
+    each call (`FOLD_ONCE_DTYPES`: the kept copy would be as large as the weights)."""
     import tensorflow as tf
 
     from keras_seg.fold import live_folded_call
 
     mixed, plain = _mixed_and_float32("unet")
-    model = mixed if dtype == "bfloat16" else plain
-    assert _live_foldable(model) > 0
+    assert _live_foldable(mixed) > 0
     once: dict = {}
-    kept = tf.function(lambda x: live_folded_call(model, x, once))
-    each = tf.function(lambda x: live_folded_call(model, x))
+    kept = tf.function(lambda x: live_folded_call(mixed, x, once))
+    each = tf.function(lambda x: live_folded_call(mixed, x))
     x = random_images(2, 64, 64)
     got = [kept(x[:1]).numpy(), kept(x).numpy()]  # two traces
-    assert len(once) == _live_foldable(model)
-    assert {kernel.dtype.name for kernel, _ in once.values()} == {dtype}
+    assert len(once) == _live_foldable(mixed)
+    assert {kernel.dtype.name for kernel, _ in once.values()} == {"bfloat16"}
     first = {key: kernel for key, (kernel, _) in once.items()}
     kept(x[:1])
     assert all(once[key][0] is kernel for key, kernel in first.items()), "computed again"
-    # Exactly: kept in a graph of their own, the folds round as each call's do.
+    # Exactly: kept in a graph of their own, the folds round to bfloat16 as each call's do.
     for a, b in zip(got, [each(x[:1]).numpy(), each(x).numpy()], strict=True):
         np.testing.assert_array_equal(a, b)
 
-    assert _fold_products(kept) == [] and len(_fold_products(each)) == _live_foldable(model)
-    for conv in foldable_pairs(model).values():  # what the kept tensors stand for
+    assert _fold_products(kept) == [] and len(_fold_products(each)) == _live_foldable(mixed)
+    for conv in foldable_pairs(mixed).values():  # what the kept tensors stand for
         conv.kernel.assign(conv.kernel * 0.5)
     assert np.array_equal(kept(x).numpy(), got[1]), "the kept kernels are what it computes"
     assert not np.allclose(each(x).numpy(), got[1], atol=1e-3 * np.abs(got[1]).max())
+
+    float32_once: dict = {}
+    tf.function(lambda x: live_folded_call(plain, x, float32_once))(x)
+    assert float32_once == {}
 
 
 def test_kept_folds_round_to_bfloat16_as_each_calls_fold():

@@ -64,10 +64,8 @@ in the same process, as the peers worker does:
         --candidate each TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1 AB_FOLD_EACH_CALL=1 \
         --candidate once TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1 \
         --output bench_results/ab_fold_once_deeplabv3plus_bf16.json
-(The float32 rows' `ab_fold_once_*_f32.json` came from the same command without
-`--precision`, run when float32 still folded on each call: its `each` candidate was then the
-default, its `once` candidate set `AB_FOLD_ONCE_FLOAT32=1`, a switch since removed; today
-`AB_FOLD_EACH_CALL=1` against the default is that A/B.)
+`AB_FOLD_ONCE_FLOAT32=1` keeps float32 folded kernels too (`ab_fold_once_*_f32.json`: the
+same command without `--precision`, candidates `each` (the default) and `once` with it).
 `AB_DEPTHWISE_FOLD=1` runs every dilated depthwise step of inference as Keras' space-to-batch
 fold (no `keras_seg.layers.convolution.banded_taps`):
     python tools/ab_process_env.py --row deeplabv3plus_resnet50 --phase infer --batch 1 \
@@ -126,6 +124,9 @@ if os.environ.get("AB_PREDICTOR_COPY") == "1":  # Predictor runs its folded copy
 if os.environ.get("AB_FOLD_EACH_CALL") == "1":  # no folded kernels kept in a frozen process
     import keras_seg.fold
     keras_seg.fold.FOLD_ONCE_DTYPES = frozenset()
+if os.environ.get("AB_FOLD_ONCE_FLOAT32") == "1":  # float32 folded kernels kept too
+    import keras_seg.fold
+    keras_seg.fold.FOLD_ONCE_DTYPES = keras_seg.fold.FOLD_ONCE_DTYPES | {"float32"}
 if os.environ.get("AB_DEPTHWISE_FOLD") == "1":  # no banded_taps: Keras' space-to-batch fold
     import keras_seg.layers.convolution
     keras_seg.layers.convolution.BANDED_TAPS_ABOVE = float("inf")
