@@ -148,8 +148,7 @@ def _depthwise_step(layer, inputs, kernel, training):
     `shifted_taps` where the fold would be mostly padding. Inference: in float32
     (`BANDED_TAPS_DTYPES`) where the fold would be more than `BANDED_TAPS_ABOVE` times the
     map, `banded_taps` (whose largest tensor is the output, not the fold), else the
-    depthwise op. Inside
-    `depthwise_space_to_batch()`: always None."""
+    depthwise op. Inside `depthwise_space_to_batch()`: always None."""
     if (
         _DEPTHWISE_FOLD[0]
         or keras.backend.backend() != "tensorflow"
