@@ -15,7 +15,6 @@ Example (bench_results/perf.md, "Dilated depthwise inference without padded copi
 from __future__ import annotations
 
 import argparse
-import resource
 import sys
 import tempfile
 from pathlib import Path
@@ -45,13 +44,14 @@ def main(argv: list[str] | None = None) -> int:
     import tensorflow as tf
 
     from keras_seg.benchmarks.common import numpy_batch
+    from keras_seg.benchmarks.common import peak_rss_mib
     from keras_seg.benchmarks.memory import allocation_events
     from keras_seg.benchmarks.memory import live_at_allocator_peak
     from keras_seg.benchmarks.peers import _build_keras
 
     def stage(name: str) -> None:
         rss = int(Path("/proc/self/statm").read_text().split()[1]) * 4096 / 2**20
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak = peak_rss_mib()
         bfc = tf.config.experimental.get_memory_info("CPU:0")
         print(
             f"{name}: RSS {rss:.0f} MiB (peak {peak:.0f}), allocator in use "
